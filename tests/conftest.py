@@ -1,0 +1,80 @@
+"""Shared fixtures: per-test state roots, the ``root`` marker, and the leak check.
+
+Tests marked ``@pytest.mark.root`` touch the real kernel (namespaces, overlayfs, cgroups, netns). Without
+root they are skipped, loudly: the skip reason is printed in the summary (``-ra``). Every root test runs
+under ``leak_check``: mounts, network links, named netns and our cgroups must be the same after the test
+as before it, or the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+IS_ROOT = os.geteuid() == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if IS_ROOT:
+        return
+    skip = pytest.mark.skip(reason="NEEDS ROOT: real-kernel test skipped (run the suite as root)")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
+
+
+def _mounts() -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        # mount point and fs type; ids change on remount so leave them out
+        return {" ".join((line.split()[4], line.split(" - ")[1].split()[0])) for line in f}
+
+
+def _links() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=False).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+
+
+def _netns() -> set[str]:
+    try:
+        return set(os.listdir("/run/netns"))
+    except FileNotFoundError:
+        return set()
+
+
+def _cgroups() -> set[str]:
+    found: set[str] = set()
+    for base in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified"):
+        for dirpath, _dirs, _files in os.walk(base):
+            if "orchestrator" in dirpath:
+                found.add(dirpath)
+    return found
+
+
+def snapshot() -> dict[str, set[str]]:
+    return {"mounts": _mounts(), "links": _links(), "netns": _netns(), "cgroups": _cgroups()}
+
+
+@pytest.fixture
+def state_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private state root for this test, also exported as ORCHESTRATOR_ROOT for CLI runs."""
+    root = tmp_path / "state"
+    root.mkdir()
+    monkeypatch.setenv("ORCHESTRATOR_ROOT", str(root))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
+    if not IS_ROOT or "root" not in request.keywords:
+        yield
+        return
+    before = snapshot()
+    yield
+    after = snapshot()
+    leaked = {k: sorted(after[k] - before[k]) for k in after if after[k] - before[k]}
+    if leaked:
+        pytest.fail(f"test leaked kernel objects: {leaked}", pytrace=False)
