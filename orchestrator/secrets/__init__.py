@@ -1,0 +1,17 @@
+"""Configs and secrets: resolve their content, detect changes by digest, redact, materialise.
+
+    sources      Config/Secret (manifest.model) -> bytes / SecretValue; ManifestError naming the line
+    value        SecretValue: bytes in memory that print as <redacted sha256:abcd1234…>
+    digest       digest maps (KIND:NAME -> sha256), per-mount Change reasons, restart_digest
+    redact       Redactor.scrub, the structlog processor, the JSON encoder for -o json
+    materialise  files under a dest dir with uid/gid/mode: atomic, O_NOFOLLOW, no escapes; rotate
+    tmpfs        the per-container tmpfs (noswap) the secret files are written to
+
+The reconciler calls ``resolve_stack``/``content_digests``, ``change_reasons`` and ``restart_digest``;
+the runtime calls ``make_tmpfs`` + ``write_secret_files`` in the container's mount namespace and
+``rotate`` for ``signal``/``none`` changes. docs/configs-and-secrets.md has the whole contract.
+
+Nothing is re-exported here on purpose: the runtime imports ``secrets.materialise``/``secrets.tmpfs``
+and must not pull in ``manifest`` through this package's ``__init__`` (its import contract); import
+from the submodules.
+"""
