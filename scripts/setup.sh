@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-PKGS=(python3 python3-venv python3-dev git gnupg iproute2 nftables busybox-static libseccomp2
+PKGS=(python3 python3-venv python3-dev gcc libc6-dev git gnupg openssh-client iproute2 nftables busybox-static libseccomp2
       runc crun podman skopeo umoci hyperfine ca-certificates)
 missing=()
 for p in "${PKGS[@]}"; do

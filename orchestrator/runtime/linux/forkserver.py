@@ -1,0 +1,192 @@
+"""A small single-threaded fork server, and the client the API process uses to talk to it.
+
+Forking a multi-threaded process is unsafe (locks held by other threads stay locked in the child) and
+``unshare(CLONE_USERNS)`` / ``setns`` of a mount namespace fail there. The orchestrator runs threads
+(watch, git, logs), so ``LinuxRuntime`` starts this server as a fresh ``python -m`` process before it is
+needed; it imports the few modules the children use, then forks:
+
+* ``create``: a setsid'd ``monitor`` child (which forks the container's init, via a stage 1 with userns); the
+  reply is the monitor's set-up report.
+* ``exec``: a double-forked ``execproc`` child joining a running container; stdio and a status pipe are
+  passed in as file descriptors (SCM_RIGHTS) and go straight to the caller.
+
+Requests and replies are single JSON messages on a SOCK_SEQPACKET socketpair. The server exits when the
+client's end closes (the API process exited or was killed); monitors and containers live on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from orchestrator.errors import RuntimeFailure
+
+_MAX_MSG = 4 << 20
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _double_fork(body: Any, *args: Any) -> None:
+    """Run ``body(*args)`` in a grandchild; the child exits at once so the grandchild is re-parented
+    away from us (to the host init or the nearest subreaper) and we never have to reap it."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if os.fork() == 0:
+                body(*args)
+        finally:
+            os._exit(0)
+    with contextlib.suppress(ChildProcessError):     # the SIGCHLD handler may have reaped it
+        os.waitpid(pid, 0)
+
+
+def _reap() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+
+
+def _monitor(req: dict[str, Any], report_fd: int) -> NoReturn:
+    from orchestrator.runtime.linux import monitor
+    os.setsid()
+    monitor.run(req, report_fd)
+
+
+def _create(req: dict[str, Any], sock: socket.socket) -> dict[str, Any]:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        # one fork, not two: the monitor is our child until we exit (then the host init adopts it) and
+        # is reaped by our SIGCHLD handler. setsid: no terminal signals from the CLI reach it.
+        if os.fork() == 0:
+            _in_child(sock, lambda: _monitor(req, w))
+    finally:
+        os.close(w)
+    try:
+        raw = _read_all(r)
+    finally:
+        os.close(r)
+    if not raw:
+        return {"ok": False, "error": {"message": "container monitor died during set-up", "op": "create",
+                                       "path": req.get("state_dir", ""), "errno": 0}}
+    reply: dict[str, Any] = json.loads(raw)
+    return reply
+
+
+def _exec(req: dict[str, Any], fds: list[int], sock: socket.socket) -> dict[str, Any]:
+    from orchestrator.runtime.linux import execproc
+    _double_fork(_in_child, sock, lambda: execproc.run(req, fds))
+    return {"ok": True}
+
+
+def _in_child(sock: socket.socket, body: Any) -> NoReturn:
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)   # our reaping handler must not steal their children
+    sock.close()                      # the API must see EOF when we (the server) go away
+    try:
+        body()
+    finally:
+        os._exit(1)
+
+
+def serve(sock: socket.socket) -> None:
+    # everything the children need is imported once, here, so a fork costs no import time
+    from orchestrator.runtime.linux import execproc, init, monitor  # noqa: F401
+    for name in ("cgroups", "seccomp", "capabilities"):
+        with contextlib.suppress(ImportError):
+            __import__(f"orchestrator.runtime.linux.{name}")
+    # keep the children's copy-on-write pages shared: no collector passes touching every object
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    # monitors are our children until we exit: reap each as soon as it ends (recv is retried, PEP 475)
+    signal.signal(signal.SIGCHLD, lambda _sig, _frame: _reap())
+    while True:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MSG, 8)
+        except (ConnectionError, OSError):
+            return
+        if not data:
+            return
+        try:
+            req = json.loads(data)
+            if req["op"] == "create":
+                reply = _create(req, sock)
+            elif req["op"] == "exec":
+                reply = _exec(req, fds, sock)
+            else:
+                reply = {"ok": True}
+        except Exception as exc:  # reported to the client; the server itself stays up
+            reply = {"ok": False, "error": {"message": f"fork server: {type(exc).__name__}: {exc}",
+                                            "op": "forkserver", "path": "", "errno": 0}}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        sock.send(json.dumps(reply).encode())
+
+
+class ForkServer:
+    """Client side: starts the server process and sends it one request at a time."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (ours, theirs):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _MAX_MSG)
+        self._lock = threading.Lock()
+        self._sock = ours
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator.runtime.linux.forkserver", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True)
+        except OSError as exc:
+            ours.close()
+            raise RuntimeFailure(f"cannot start the fork server: {exc}", op="spawn", path=sys.executable,
+                                 errno=exc.errno or 0) from exc
+        finally:
+            theirs.close()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def request(self, req: dict[str, Any], fds: Sequence[int] = ()) -> dict[str, Any]:
+        with self._lock:
+            try:
+                socket.send_fds(self._sock, [json.dumps(req).encode()], list(fds))
+                raw = self._sock.recv(_MAX_MSG)
+            except OSError as exc:
+                raise RuntimeFailure(f"fork server unreachable: {exc}", op="forkserver",
+                                     errno=exc.errno or 0) from exc
+        if not raw:
+            raise RuntimeFailure("fork server exited", op="forkserver")
+        reply: dict[str, Any] = json.loads(raw)
+        return reply
+
+    def close(self) -> None:
+        self._sock.close()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+def main(argv: list[str]) -> None:
+    sock = socket.socket(fileno=int(argv[1]))
+    serve(sock)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

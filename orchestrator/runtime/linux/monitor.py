@@ -1,0 +1,265 @@
+"""The per-container monitor (our conmon): parent of the container init for the container's whole life.
+
+Forked by the ``forkserver`` and setsid'd (it survives the CLI exiting or a ``kill -9`` of the
+orchestrator: the host init adopts it). It is a child subreaper, forks the init (directly, or through
+``init.stage1`` with a user namespace), writes uid/gid maps when asked, moves the init into its cgroup,
+and reports the outcome of set-up to the fork server over ``report_fd``. Then it supervises: it execs
+``orch-supervise`` (``supervise.c``, built by ``cmonitor``; ~0.1 MB of unique memory) or, without it,
+runs the same loop in Python (``_supervise``): copy the container's stdout/stderr into a size-capped
+JSON-lines log, reap the init, record exit code / signal / OOM kill in ``exit.json`` atomically, exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import time
+from typing import Any, NoReturn
+
+from orchestrator.errors import RuntimeFailure
+from orchestrator.runtime.linux import init, statedir
+from orchestrator.runtime.linux import syscalls as sc
+from orchestrator.runtime.linux.spec import namespace_plan
+
+SETUP_TIMEOUT_S = 60.0
+DRAIN_AFTER_EXIT_S = 1.0     # processes of a shared pid namespace may hold our pipes after init exits
+_PARTIAL_MAX = 16384         # a line longer than this is logged in pieces
+
+
+class LogWriter:
+    """JSON lines with a timestamp and the stream name; rotated once to ``.1`` past ``max_bytes``."""
+
+    def __init__(self, path: str, max_bytes: int) -> None:
+        self.path, self.max_bytes = path, max_bytes
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self.size = os.fstat(self.fd).st_size
+        self.partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+
+    def _emit(self, stream: str, raw: bytes) -> None:
+        rec = json.dumps({"t": time.time(), "s": stream, "m": raw.decode(errors="replace")}) + "\n"
+        data = rec.encode()
+        if self.size + len(data) > self.max_bytes:
+            os.close(self.fd)
+            os.replace(self.path, self.path + ".1")
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            self.size = 0
+        os.write(self.fd, data)
+        self.size += len(data)
+
+    def feed(self, stream: str, data: bytes) -> None:
+        buf = self.partial[stream] + data
+        *lines, rest = buf.split(b"\n")
+        for line in lines:
+            self._emit(stream, line)
+        while len(rest) > _PARTIAL_MAX:
+            self._emit(stream, rest[:_PARTIAL_MAX])
+            rest = rest[_PARTIAL_MAX:]
+        self.partial[stream] = rest
+
+    def flush(self) -> None:
+        for stream, rest in self.partial.items():
+            if rest:
+                self._emit(stream, rest)
+        self.partial = {"stdout": b"", "stderr": b""}
+
+
+def _write_maps(pid: int, spec: dict[str, Any]) -> None:
+    linux = spec.get("linux", {})
+    for name, key in (("uid_map", "uidMappings"), ("gid_map", "gidMappings")):
+        text = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in linux.get(key, []))
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot write {name}: {exc.strerror}", op="write",
+                                 path=f"/proc/{pid}/{name}", errno=exc.errno or 0) from exc
+
+
+def _setup(chan: socket.socket, req: dict[str, Any], init_pid: int) -> int:
+    """Serve stage 1 and the init until the init says it is ready; returns the init's host pid."""
+    chan.settimeout(SETUP_TIMEOUT_S)
+    while True:
+        try:
+            raw = chan.recv(65536)
+        except TimeoutError as exc:
+            raise RuntimeFailure("container init did not finish set-up in time", op="create") from exc
+        if not raw:
+            raise RuntimeFailure("container init exited during set-up", op="create", path=req["bundle"])
+        msg = json.loads(raw)
+        if "maps" in msg:
+            _write_maps(int(msg["maps"]), req["spec"])
+            chan.send(b"ok")
+        elif "pid" in msg:
+            init_pid = int(msg["pid"])
+            init.join_cgroup(req, init_pid)       # the init waits for this before its cgroup namespace
+            with contextlib.suppress(BrokenPipeError):   # the init failed already; its report is queued
+                chan.send(b"cgroup")
+        elif "error" in msg:
+            err = msg["error"]
+            raise RuntimeFailure(f"container init failed at step {err['step']!r}: {err['message']}",
+                                 op=err["op"], path=err["path"], errno=int(err["errno"]))
+        elif msg.get("ready"):
+            return init_pid
+
+
+def _record_exit(req: dict[str, Any], status: int | None) -> None:
+    code = sig = None
+    if status is not None:
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            code = 128 + sig           # the shell / docker convention
+        else:
+            code = os.WEXITSTATUS(status)
+    oom = False
+    if req.get("cgroup"):
+        try:
+            from pathlib import Path
+
+            from orchestrator.runtime.linux.cgroups import open_driver
+            oom = open_driver(Path(req["cgroup"]["root"])).open(req["cgroup"]["path"]).oom_killed()
+        except Exception:  # an unreadable cgroup must not lose the exit code
+            oom = False
+    record = {"exit_code": code, "exit_signal": sig, "finished_at": time.time(), "oom_killed": oom}
+    statedir.write_json(os.path.join(req["state_dir"], statedir.EXIT), record)
+
+
+def _supervise(req: dict[str, Any], init_pid: int, outs: dict[int, str], wake: int) -> None:
+    log = LogWriter(os.path.join(req["state_dir"], statedir.LOG), int(req.get("log_max_bytes", 10 << 20)))
+    poller = select.poll()
+    for fd in (*outs, wake):
+        poller.register(fd, select.POLLIN)
+    status: int | None = None
+    deadline = 0.0
+    while outs or status is None:
+        timeout_ms = None if status is None else max(0, int((deadline - time.monotonic()) * 1000))
+        if timeout_ms == 0:
+            break
+        for fd, _ev in poller.poll(timeout_ms):
+            if fd == wake:
+                with contextlib.suppress(BlockingIOError):
+                    while len(os.read(wake, 512)) == 512:
+                        pass
+                while True:
+                    try:
+                        pid, st = os.waitpid(-1, os.WNOHANG)
+                    except ChildProcessError:
+                        pid = 0
+                    if pid == 0:
+                        break
+                    if pid == init_pid:
+                        status, deadline = st, time.monotonic() + DRAIN_AFTER_EXIT_S
+                continue
+            data = os.read(fd, 65536)
+            if data:
+                log.feed(outs[fd], data)
+            else:
+                poller.unregister(fd)
+                os.close(fd)
+                del outs[fd]
+    log.flush()
+    _record_exit(req, status)
+
+
+def _exec_supervisor(req: dict[str, Any], init_pid: int, out_r: int, err_r: int) -> NoReturn:
+    """Become ``orch-supervise`` (cmonitor.py): same pid, so still the init's parent; the container's
+    stdout/stderr pipes become its fds 3 and 4, everything else of ours is close-on-exec."""
+    # copies above 4 first, so the dup2s below cannot close one source with the other; the copies are
+    # close-on-exec, the dup2 targets are not
+    out_copy = fcntl.fcntl(out_r, fcntl.F_DUPFD_CLOEXEC, 10)
+    err_copy = fcntl.fcntl(err_r, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.dup2(out_copy, 3)
+    os.dup2(err_copy, 4)
+    os.execv(req["supervisor"], [req["supervisor"], str(init_pid), req["state_dir"],
+                                 str(int(req.get("log_max_bytes", 10 << 20)))])
+
+
+def run(req: dict[str, Any], report_fd: int) -> NoReturn:
+    """Body of the monitor process; never returns."""
+    code = 1
+    try:
+        os.closerange(3, report_fd)
+        os.closerange(report_fd + 1, 65536)
+        null = os.open(os.devnull, os.O_RDWR)
+        err = os.open(os.path.join(req["state_dir"], statedir.MONITOR_ERR),
+                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(null, 0)
+        os.dup2(err, 1)
+        os.dup2(err, 2)
+        os.close(err)
+        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)        # the init is re-parented to us when stage 1 exits
+        sc.set_name("orch-monitor")
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda _s, _f: None)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        plan = namespace_plan(req["spec"])
+        direct = not plan.new_user and all(flag != sc.CLONE_NEWUSER for flag, _ in plan.joins)
+        if direct:        # no user namespace: no stage 1 needed, our next child is the init (PID 1)
+            for flag, path in plan.joins:
+                if flag == sc.CLONE_NEWPID:
+                    init._setns(path, flag)
+            if plan.new_flags & sc.CLONE_NEWPID:
+                sc.unshare(sc.CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:
+            mine.close()
+            for fd in (out_r, err_r, wake_r, wake_w, report_fd):
+                os.close(fd)
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            (init.direct if direct else init.stage1)(req, theirs, (null, out_w, err_w))
+        theirs.close()
+        for fd in (out_w, err_w, null):
+            os.close(fd)
+        try:
+            if direct:    # start the cgroup move (an RCU grace period) while the init mounts
+                init.join_cgroup(req, pid)
+                with contextlib.suppress(BrokenPipeError):
+                    mine.send(b"cgroup")
+            init_pid = _setup(mine, req, pid if direct else 0)
+        except BaseException:
+            for p in {pid, *_children()}:
+                _kill(p)
+            raise
+        finally:
+            mine.close()
+        reply = {"ok": True, "pid": init_pid, "start_time": statedir.start_time(init_pid) or 0,
+                 "monitor_pid": os.getpid(), "monitor_start_time": statedir.start_time(os.getpid()) or 0}
+        os.write(report_fd, json.dumps(reply).encode())
+        os.close(report_fd)
+        if req.get("supervisor"):
+            _exec_supervisor(req, init_pid, out_r, err_r)
+        _supervise(req, init_pid, {out_r: "stdout", err_r: "stderr"}, wake_r)
+        code = 0
+    except BaseException as exc:  # reported to create, or to monitor.err once set-up is over
+        err_info = init._error("monitor", exc)
+        try:
+            os.write(report_fd, json.dumps({"ok": False, "error": err_info}).encode())
+        except OSError:
+            os.write(2, (json.dumps(err_info) + "\n").encode())
+    finally:
+        os._exit(code)
+
+
+def _children() -> tuple[int, ...]:
+    """Our direct children: stage 1 and, once re-parented to us (subreaper), the container init."""
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/children") as f:
+            return tuple(int(p) for p in f.read().split())
+    except OSError:
+        return ()
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass

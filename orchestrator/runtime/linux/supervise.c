@@ -1,0 +1,198 @@
+/*
+ * orch-supervise: the steady-state half of a container monitor (see monitor.py, which execs this).
+ *
+ * The Python monitor does the set-up (forks the container init, reports to `create`), then replaces
+ * itself with this program so that each running container costs ~100 kB of unique memory instead of a
+ * Python interpreter. Same pid, so it stays the init's parent. It copies the container's stdout (fd 3)
+ * and stderr (fd 4) into <state_dir>/container.log as JSON lines {"t": time, "s": stream, "m": text}
+ * (rotated once to container.log.1 past max_bytes), reaps the init, and records exit.json atomically.
+ * The OOM verdict is left null here: the API side asks the cgroup (it exists until delete).
+ *
+ * usage: orch-supervise INIT_PID STATE_DIR MAX_LOG_BYTES
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PARTIAL_MAX 16384          /* a longer line is logged in pieces (as monitor.LogWriter does) */
+#define DRAIN_AFTER_EXIT_MS 1000   /* processes of a shared pid namespace may keep our pipes open */
+
+static const char *stream_names[2] = {"stdout", "stderr"};
+static char log_path[4096], log_old[4104];
+static int log_fd = -1;
+static long long log_size, log_max;
+static char partial[2][PARTIAL_MAX];
+static size_t partial_len[2];
+static char line_buf[PARTIAL_MAX * 6 + 128];
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void write_all(int fd, const char *buf, size_t len) {
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+}
+
+static void open_log(void) {
+    struct stat st;
+    log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    log_size = (log_fd >= 0 && fstat(log_fd, &st) == 0) ? st.st_size : 0;
+}
+
+/* one JSON line; bytes >= 0x80 pass through (the reader decodes UTF-8 with replacement) */
+static void emit(int stream, const char *data, size_t len) {
+    struct timespec ts;
+    size_t o;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    o = (size_t)snprintf(line_buf, sizeof line_buf, "{\"t\": %lld.%06ld, \"s\": \"%s\", \"m\": \"",
+                         (long long)ts.tv_sec, ts.tv_nsec / 1000, stream_names[stream]);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)data[i];
+        if (c == '"' || c == '\\') {
+            line_buf[o++] = '\\';
+            line_buf[o++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            o += (size_t)sprintf(line_buf + o, "\\u%04x", c);
+        } else {
+            line_buf[o++] = (char)c;
+        }
+    }
+    memcpy(line_buf + o, "\"}\n", 3);
+    o += 3;
+    if (log_size + (long long)o > log_max) {
+        close(log_fd);
+        rename(log_path, log_old);
+        open_log();
+    }
+    write_all(log_fd, line_buf, o);
+    log_size += (long long)o;
+}
+
+static void feed(int stream, const char *data, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] == '\n') {
+            emit(stream, partial[stream], partial_len[stream]);
+            partial_len[stream] = 0;
+            continue;
+        }
+        if (partial_len[stream] == PARTIAL_MAX) {
+            emit(stream, partial[stream], partial_len[stream]);
+            partial_len[stream] = 0;
+        }
+        partial[stream][partial_len[stream]++] = data[i];
+    }
+}
+
+static void record_exit(const char *dir, int status) {
+    char path[4200], tmp[4210], body[256];
+    struct timespec ts;
+    int n, fd;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (WIFSIGNALED(status))
+        n = snprintf(body, sizeof body, "{\"exit_code\": %d, \"exit_signal\": %d, ", 128 + WTERMSIG(status),
+                     WTERMSIG(status));
+    else
+        n = snprintf(body, sizeof body, "{\"exit_code\": %d, \"exit_signal\": null, ", WEXITSTATUS(status));
+    n += snprintf(body + n, sizeof body - (size_t)n, "\"finished_at\": %lld.%06ld, \"oom_killed\": null}",
+                  (long long)ts.tv_sec, ts.tv_nsec / 1000);
+    snprintf(path, sizeof path, "%s/exit.json", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    write_all(fd, body, (size_t)n);
+    close(fd);
+    rename(tmp, path);
+}
+
+int main(int argc, char **argv) {
+    sigset_t mask;
+    struct pollfd fds[3];
+    int open_streams = 2, exited = 0, status = 0;
+    long long deadline = 0;
+    pid_t init_pid;
+
+    if (argc != 4)
+        return 2;
+    init_pid = (pid_t)atoi(argv[1]);
+    log_max = atoll(argv[3]);
+    snprintf(log_path, sizeof log_path, "%s/container.log", argv[2]);
+    snprintf(log_old, sizeof log_old, "%s.1", log_path);
+
+    /* SIGCHLD through a signalfd; blocked first, and reaped once below, so no exit is missed */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    fds[2].fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    fds[0].fd = 3;
+    fds[1].fd = 4;
+    for (int i = 0; i < 3; i++)
+        fds[i].events = POLLIN;
+    open_log();
+
+    for (;;) {
+        int st, timeout = -1;
+        pid_t pid;
+        while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+            if (pid == init_pid) {
+                exited = 1;
+                status = st;
+                deadline = now_ms() + DRAIN_AFTER_EXIT_MS;
+            }
+        }
+        if (exited) {
+            long long left = deadline - now_ms();
+            if (open_streams == 0 || left <= 0)
+                break;
+            timeout = (int)left;
+        }
+        if (poll(fds, 3, timeout) < 0 && errno != EINTR)
+            break;
+        if (fds[2].revents) {
+            struct signalfd_siginfo info;
+            while (read(fds[2].fd, &info, sizeof info) > 0) {
+            }
+        }
+        for (int i = 0; i < 2; i++) {
+            char buf[65536];
+            ssize_t n;
+            if (fds[i].fd < 0 || !fds[i].revents)
+                continue;
+            n = read(fds[i].fd, buf, sizeof buf);
+            if (n > 0) {
+                feed(i, buf, (size_t)n);
+            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+                close(fds[i].fd);
+                fds[i].fd = -1;  /* poll ignores negative descriptors */
+                open_streams--;
+            }
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        if (partial_len[i])
+            emit(i, partial[i], partial_len[i]);
+    if (exited)
+        record_exit(argv[2], status);
+    return 0;
+}

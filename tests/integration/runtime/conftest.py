@@ -1,0 +1,128 @@
+"""Fixtures for runtime tests on the real kernel: a busybox root filesystem, OCI bundles, runtimes.
+
+The rootfs is built once per session by copying /bin/busybox (Debian's busybox-static) and linking its
+applets; each container gets an overlay (that rootfs as the read-only lower, a per-test upper/work dir),
+mounted by the runtime inside the container's mount namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.runtime.base import Mount
+
+BUSYBOX = Path("/bin/busybox")
+
+
+def build_busybox_rootfs(dest: Path) -> Path:
+    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc", "tmp", "root", "var/log"):
+        (dest / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(BUSYBOX, dest / "bin" / "busybox")
+    applets = subprocess.run([str(BUSYBOX), "--list-full"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for applet in applets:
+        link = dest / applet
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink("/bin/busybox", link)
+    (dest / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n")
+    (dest / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    (dest / "tmp").chmod(0o1777)
+    return dest
+
+
+BASE_SPEC: dict[str, Any] = {
+    "ociVersion": "1.0.2",
+    "process": {
+        "terminal": False, "user": {"uid": 0, "gid": 0}, "args": ["true"],
+        "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "cwd": "/",
+        "capabilities": {k: ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+                         for k in ("bounding", "effective", "permitted")},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+        "noNewPrivileges": True,
+    },
+    "root": {"path": "rootfs", "readonly": False},
+    "hostname": "ctr",
+    "mounts": [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+    ],
+    "linux": {
+        "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
+        "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware",
+                        "/proc/scsi"],
+        "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_busybox_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
+
+
+class Bundles:
+    """Makes bundle dirs (config.json + empty rootfs mount point) and the overlay Mount for each."""
+
+    def __init__(self, base: Path, lower: Path) -> None:
+        self.base, self.lower, self.count = base, lower, 0
+
+    def make(self, args: list[str], edit: Callable[[dict[str, Any]], None] | None = None,
+             ) -> tuple[Path, list[Mount]]:
+        self.count += 1
+        bundle = self.base / f"bundle{self.count}"
+        for d in ("rootfs", "upper", "work"):
+            (bundle / d).mkdir(parents=True)
+        spec = copy.deepcopy(BASE_SPEC)
+        spec["process"]["args"] = args
+        if edit:
+            edit(spec)
+        (bundle / "config.json").write_text(json.dumps(spec, indent=1))
+        overlay = Mount("overlay", "overlay", "", (f"lowerdir={self.lower}", f"upperdir={bundle / 'upper'}",
+                                                   f"workdir={bundle / 'work'}"))
+        return bundle, [overlay]
+
+
+@pytest.fixture
+def bundles(tmp_path: Path, busybox_rootfs: Path) -> Bundles:
+    return Bundles(tmp_path, busybox_rootfs)
+
+
+def remove_cgroup_parent(parent: str) -> None:
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            (hierarchy / parent).rmdir()
+
+
+@pytest.fixture
+def runtime(state_root: Path) -> Iterator[Any]:
+    """A native runtime with its own cgroup parent, removed (with every container) afterwards."""
+    from orchestrator.runtime.linux.native import LinuxRuntime
+    parent = f"orchestrator-rt-{uuid.uuid4().hex[:10]}"
+    rt = LinuxRuntime(state_root / "containers", cgroup_parent=parent)
+    rt.test_cgroup_parent = parent            # type: ignore[attr-defined]
+    yield rt
+    for st in rt.list():
+        rt.delete(st.id, force=True)
+    rt.close()
+    remove_cgroup_parent(parent)
