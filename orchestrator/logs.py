@@ -8,6 +8,17 @@ import sys
 import structlog
 
 
+class _Stderr:
+    """Looks ``sys.stderr`` up at every write, so a logger configured once keeps working when the
+    stream is replaced later (pytest's capture, a daemonised process)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(fmt: str = "console", level: str = "warning") -> None:
     renderer: structlog.typing.Processor
     if fmt == "json":
@@ -22,7 +33,7 @@ def configure(fmt: str = "console", level: str = "warning") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
 

@@ -1,0 +1,68 @@
+"""Stable content hashes of the model: which changes need a container recreate, and which do not.
+
+``spec_hash(stack, service)`` covers exactly the fields that shape a container's process, filesystem,
+namespaces or security; when it changes, the reconciler recreates the service's containers.
+``resources_hash(service)`` covers the cgroup limits, which are applied in place. Everything else
+(replicas, restart, healthcheck, dependsOn, update, labels, stop signal and grace period) is read by the
+reconciler directly and never causes a recreate. Configs and secrets enter through their mount
+definitions only; the reconciler adds a digest of their content separately.
+
+Stable across runs, machines and Python versions: a canonical JSON (sorted keys, no whitespace, floats
+printed with a fixed format) of plain values, hashed with sha256. Never ``hash()`` or ``repr``. The
+leading ``version`` field lets us change what is hashed on purpose, once, with a visible reason.
+
+Neighbours: input from ``manifest.model``; used by ``reconcile.diff`` and recorded in the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from orchestrator.manifest.model import Network, Service, Stack
+
+HASH_VERSION = 1
+
+# Service fields that are changed in place or only steer the reconciler: kept out of spec_hash.
+IN_PLACE_FIELDS = frozenset({"resources", "replicas", "restart", "healthcheck", "depends_on", "update",
+                             "labels", "stop_signal", "stop_grace_period_s", "source", "name"})
+
+
+def canonical(value: Any) -> Any:
+    """Plain JSON-able data for a model value; dataclass fields with ``compare=False`` are left out."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: canonical(getattr(value, f.name)) for f in dataclasses.fields(value) if f.compare}
+    if isinstance(value, tuple | list):
+        return [canonical(v) for v in value]
+    if isinstance(value, float):
+        # a fixed format, not repr: the same text on every platform and version for the values we hold
+        return f"{value:.9g}"
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    raise TypeError(f"cannot hash a {type(value).__name__}")  # a model field of a new type: extend here
+
+
+def _digest(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _networks(stack: Stack, service: Service) -> list[Any]:
+    joined = set(service.network.networks) if service.network.mode == "bridge" else set()
+    nets: list[Network] = [n for n in stack.networks if n.name in joined]
+    return [canonical(n) for n in nets]
+
+
+def spec_hash(stack: Stack, service: Service) -> str:
+    """sha256 hex of the recreate-relevant definition of ``service`` (as a member of ``stack``)."""
+    fields = {f.name: canonical(getattr(service, f.name)) for f in dataclasses.fields(service)
+              if f.compare and f.name not in IN_PLACE_FIELDS}
+    return _digest({"version": HASH_VERSION, "stack": stack.name, "service": fields,
+                    "networks": _networks(stack, service)})
+
+
+def resources_hash(service: Service) -> str:
+    """sha256 hex of the cgroup limits (applied in place when only this changes)."""
+    return _digest({"version": HASH_VERSION, "resources": canonical(service.resources)})
