@@ -5,7 +5,8 @@ server it was forked from is gone); ``monitor.run`` therefore execs this ~100 kB
 It is compiled from ``supervise.c`` on first use into ``<state_dir>/.bin/``, named by a hash of the
 source, so an upgrade builds a new binary and running containers keep the one they were started with.
 Without a C compiler ``build`` returns "" and the monitor keeps supervising in Python (same files, same
-format). Called by ``native.LinuxRuntime`` at construction, outside any container.
+format). Called by ``native.LinuxRuntime`` at construction, outside any container. With a restart
+policy the same binary also waits out the backoff and execs the Python ``restarter`` (``supervise.c``).
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ needed; it imports the few modules the children use, then forks:
   reply is the monitor's set-up report.
 * ``exec``: a double-forked ``execproc`` child joining a running container; stdio and a status pipe are
   passed in as file descriptors (SCM_RIGHTS) and go straight to the caller.
+* ``files``: a child that joins a running container's mount namespace and rewrites its config/secret
+  files (``filemounts.rotate_in``); the reply lists the targets changed.
+
+Config/secret contents (``create`` with ``files``, and ``files``) come as a memfd passed with the request,
+never inside the JSON; they are read into memory here and reach the container init by fork.
 
 Requests and replies are single JSON messages on a SOCK_SEQPACKET socketpair. The server exits when the
 client's end closes (the API process exited or was killed); monitors and containers live on.
@@ -66,7 +71,18 @@ def _monitor(req: dict[str, Any], report_fd: int) -> NoReturn:
     monitor.run(req, report_fd)
 
 
-def _create(req: dict[str, Any], sock: socket.socket) -> dict[str, Any]:
+def _files_payload(req: dict[str, Any], fds: list[int]) -> bytes:
+    """Config/secret contents arrive as a memfd next to the request (never inside the JSON); they stay
+    in memory, inherited by the forked child that uses them."""
+    from orchestrator.runtime.linux import filemounts
+    if not fds:
+        raise RuntimeFailure("files requested but no payload descriptor passed", op=req["op"])
+    return filemounts.read_payload(fds[0])
+
+
+def _create(req: dict[str, Any], fds: list[int], sock: socket.socket) -> dict[str, Any]:
+    if req.get("files"):
+        req["files_payload"] = _files_payload(req, fds)
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
         # one fork, not two: the monitor is our child until we exit (then the host init adopts it) and
@@ -82,6 +98,31 @@ def _create(req: dict[str, Any], sock: socket.socket) -> dict[str, Any]:
     if not raw:
         return {"ok": False, "error": {"message": "container monitor died during set-up", "op": "create",
                                        "path": req.get("state_dir", ""), "errno": 0}}
+    reply: dict[str, Any] = json.loads(raw)
+    return reply
+
+
+def _rotate(req: dict[str, Any], fds: list[int], sock: socket.socket) -> dict[str, Any]:
+    """Rewrite files of a running container, in a child that joins its mount namespace (setns needs a
+    single-threaded process, and we must not change our own namespaces)."""
+    from orchestrator.runtime.linux import filemounts
+    payload = _files_payload(req, fds)
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            _in_child(sock, lambda: filemounts.run_rotation(req, payload, w))
+    finally:
+        os.close(w)
+    try:
+        raw = _read_all(r)
+    finally:
+        os.close(r)
+    with contextlib.suppress(ChildProcessError):     # the SIGCHLD handler may have reaped it
+        os.waitpid(pid, 0)
+    if not raw:
+        return {"ok": False, "error": {"message": "file rotation helper died", "op": "update_files",
+                                       "path": str(req.get("pid", "")), "errno": 0}}
     reply: dict[str, Any] = json.loads(raw)
     return reply
 
@@ -103,7 +144,7 @@ def _in_child(sock: socket.socket, body: Any) -> NoReturn:
 
 def serve(sock: socket.socket) -> None:
     # everything the children need is imported once, here, so a fork costs no import time
-    from orchestrator.runtime.linux import execproc, init, monitor  # noqa: F401
+    from orchestrator.runtime.linux import execproc, filemounts, init, monitor  # noqa: F401
     for name in ("cgroups", "seccomp", "capabilities"):
         with contextlib.suppress(ImportError):
             __import__(f"orchestrator.runtime.linux.{name}")
@@ -123,9 +164,11 @@ def serve(sock: socket.socket) -> None:
         try:
             req = json.loads(data)
             if req["op"] == "create":
-                reply = _create(req, sock)
+                reply = _create(req, fds, sock)
             elif req["op"] == "exec":
                 reply = _exec(req, fds, sock)
+            elif req["op"] == "files":
+                reply = _rotate(req, fds, sock)
             else:
                 reply = {"ok": True}
         except Exception as exc:  # reported to the client; the server itself stays up

@@ -22,7 +22,7 @@ import socket
 from typing import Any, NoReturn
 
 from orchestrator.errors import RuntimeFailure
-from orchestrator.runtime.linux import rootfs
+from orchestrator.runtime.linux import filemounts, rootfs
 from orchestrator.runtime.linux import syscalls as sc
 from orchestrator.runtime.linux.spec import namespace_plan, rlimit_number
 
@@ -221,6 +221,12 @@ def container_init(req: dict[str, Any], chan: socket.socket, stdio: tuple[int, i
         step.name = "devices"                # after the mounts: /dev is usually a fresh tmpfs
         if any(m["destination"].rstrip("/") == "/dev" for m in spec.get("mounts", [])):
             rootfs.create_devices(root, linux.get("devices", []), in_userns)
+        if req.get("files_payload") is not None:
+            # configs and secrets: a tmpfs bound read-only into the root, before pivot_root hides staging
+            step.name = "files"
+            from orchestrator.runtime.files import decode_payload
+            filemounts.install(root, os.path.join(req["state_dir"], filemounts.STAGING),
+                               decode_payload(req.pop("files_payload")))
         step.name = "exec fifo"              # opened read-write: our read then blocks until start writes
         fifo = os.open(req["exec_fifo"], os.O_RDWR | os.O_CLOEXEC)
         step.name = "oom_score_adj"          # via the host /proc, still reachable before pivot_root

@@ -7,6 +7,10 @@ and reports the outcome of set-up to the fork server over ``report_fd``. Then it
 ``orch-supervise`` (``supervise.c``, built by ``cmonitor``; ~0.1 MB of unique memory) or, without it,
 runs the same loop in Python (``_supervise``): copy the container's stdout/stderr into a size-capped
 JSON-lines log, reap the init, record exit code / signal / OOM kill in ``exit.json`` atomically, exit.
+With a restart policy (``restart``) the monitor saves its request as ``restart.json`` and the supervisor,
+after an exit the policy restarts, becomes the ``restarter`` (same pid), which uses ``_spawn`` and
+``_supervise_or_exec`` from here to run the container again. SIGTERM is blocked in the monitor for its
+whole life (across the execs): it only wakes a backoff, and the container init unblocks it.
 """
 
 from __future__ import annotations
@@ -18,17 +22,19 @@ import os
 import select
 import signal
 import socket
+import sys
 import time
 from typing import Any, NoReturn
 
 from orchestrator.errors import RuntimeFailure
-from orchestrator.runtime.linux import init, statedir
+from orchestrator.runtime.linux import init, restart, statedir
 from orchestrator.runtime.linux import syscalls as sc
 from orchestrator.runtime.linux.spec import namespace_plan
 
 SETUP_TIMEOUT_S = 60.0
 DRAIN_AFTER_EXIT_S = 1.0     # processes of a shared pid namespace may hold our pipes after init exits
 _PARTIAL_MAX = 16384         # a line longer than this is logged in pieces
+FILES_FD = 5                 # the config/secret files payload across the supervisor's exec (restarts)
 
 
 class LogWriter:
@@ -80,6 +86,31 @@ def _write_maps(pid: int, spec: dict[str, Any]) -> None:
                                  path=f"/proc/{pid}/{name}", errno=exc.errno or 0) from exc
 
 
+def _join_cgroup(req: dict[str, Any], pid: int) -> None:
+    """Move ``pid`` into the container's cgroup. A restart writes the cgroup.procs files the first run
+    listed (``cgroup_dirs``): importing the cgroup drivers (and their logging) costs ~100 ms there."""
+    if not req.get("cgroup_dirs"):
+        init.join_cgroup(req, pid)
+        return
+    for d in req["cgroup_dirs"]:
+        path = os.path.join(d, "cgroup.procs")
+        try:
+            with open(path, "w") as f:
+                f.write(str(pid))
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot move the init into its cgroup: {exc.strerror}", op="write",
+                                 path=path, errno=exc.errno or 0) from exc
+
+
+def _cgroup_dirs(req: dict[str, Any]) -> list[str]:
+    if not req.get("cgroup"):
+        return []
+    from pathlib import Path
+
+    from orchestrator.runtime.linux.cgroups import open_driver
+    return [str(d) for d in open_driver(Path(req["cgroup"]["root"])).open(req["cgroup"]["path"]).dirs()]
+
+
 def _setup(chan: socket.socket, req: dict[str, Any], init_pid: int) -> int:
     """Serve stage 1 and the init until the init says it is ready; returns the init's host pid."""
     chan.settimeout(SETUP_TIMEOUT_S)
@@ -96,7 +127,7 @@ def _setup(chan: socket.socket, req: dict[str, Any], init_pid: int) -> int:
             chan.send(b"ok")
         elif "pid" in msg:
             init_pid = int(msg["pid"])
-            init.join_cgroup(req, init_pid)       # the init waits for this before its cgroup namespace
+            _join_cgroup(req, init_pid)           # the init waits for this before its cgroup namespace
             with contextlib.suppress(BrokenPipeError):   # the init failed already; its report is queued
                 chan.send(b"cgroup")
         elif "error" in msg:
@@ -107,7 +138,7 @@ def _setup(chan: socket.socket, req: dict[str, Any], init_pid: int) -> int:
             return init_pid
 
 
-def _record_exit(req: dict[str, Any], status: int | None) -> None:
+def _exit_record(req: dict[str, Any], status: int | None) -> dict[str, Any]:
     code = sig = None
     if status is not None:
         if os.WIFSIGNALED(status):
@@ -121,14 +152,16 @@ def _record_exit(req: dict[str, Any], status: int | None) -> None:
             from pathlib import Path
 
             from orchestrator.runtime.linux.cgroups import open_driver
-            oom = open_driver(Path(req["cgroup"]["root"])).open(req["cgroup"]["path"]).oom_killed()
+            cgroup = open_driver(Path(req["cgroup"]["root"])).open(req["cgroup"]["path"])
+            # the count since this run started: earlier runs' kills are before the baseline
+            oom = cgroup.stats().oom_kill_count > statedir.oom_baseline(req["state_dir"])
         except Exception:  # an unreadable cgroup must not lose the exit code
             oom = False
-    record = {"exit_code": code, "exit_signal": sig, "finished_at": time.time(), "oom_killed": oom}
-    statedir.write_json(os.path.join(req["state_dir"], statedir.EXIT), record)
+    return {"exit_code": code, "exit_signal": sig, "finished_at": time.time(), "oom_killed": oom,
+            "restart_pending": False, "restart_delay_ms": -1}
 
 
-def _supervise(req: dict[str, Any], init_pid: int, outs: dict[int, str], wake: int) -> None:
+def _supervise(req: dict[str, Any], init_pid: int, outs: dict[int, str], wake: int) -> int | None:
     log = LogWriter(os.path.join(req["state_dir"], statedir.LOG), int(req.get("log_max_bytes", 10 << 20)))
     poller = select.poll()
     for fd in (*outs, wake):
@@ -162,20 +195,96 @@ def _supervise(req: dict[str, Any], init_pid: int, outs: dict[int, str], wake: i
                 os.close(fd)
                 del outs[fd]
     log.flush()
-    _record_exit(req, status)
+    return status
 
 
 def _exec_supervisor(req: dict[str, Any], init_pid: int, out_r: int, err_r: int) -> NoReturn:
     """Become ``orch-supervise`` (cmonitor.py): same pid, so still the init's parent; the container's
-    stdout/stderr pipes become its fds 3 and 4, everything else of ours is close-on-exec."""
+    stdout/stderr pipes become its fds 3 and 4, everything else of ours is close-on-exec. With a restart
+    policy it also gets the policy's decisions for this run and the command that restarts us."""
     # copies above 4 first, so the dup2s below cannot close one source with the other; the copies are
     # close-on-exec, the dup2 targets are not
-    out_copy = fcntl.fcntl(out_r, fcntl.F_DUPFD_CLOEXEC, 10)
-    err_copy = fcntl.fcntl(err_r, fcntl.F_DUPFD_CLOEXEC, 10)
-    os.dup2(out_copy, 3)
-    os.dup2(err_copy, 4)
-    os.execv(req["supervisor"], [req["supervisor"], str(init_pid), req["state_dir"],
-                                 str(int(req.get("log_max_bytes", 10 << 20)))])
+    copies = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (out_r, err_r)]
+    if req.get("files_fd") is not None:     # kept open (not close-on-exec) for the restarter: see below
+        copies.append(fcntl.fcntl(int(req["files_fd"]), fcntl.F_DUPFD_CLOEXEC, 10))
+    for target, fd in zip((3, 4, FILES_FD), copies, strict=False):
+        os.dup2(fd, target)
+    argv = [req["supervisor"], str(init_pid), req["state_dir"], str(int(req.get("log_max_bytes", 10 << 20)))]
+    policy = restart.from_annotations(req["spec"].get("annotations", {}))
+    if policy.enabled:
+        series = int((statedir.read_json(os.path.join(req["state_dir"], statedir.RESTARTS)) or {})
+                     .get("series", 0))
+        argv += [*restart.supervisor_args(policy, series), *_restarter_argv(req)]
+    os.execv(req["supervisor"], argv)
+
+
+def _keep_payload(payload: bytes) -> int:
+    """Secrets and configs are never written to disk: a restart reads them from a memfd that the
+    supervisor keeps open as fd ``FILES_FD`` (its pages are not in the supervisor's own memory)."""
+    from orchestrator.runtime.linux.filemounts import MEMFD_NAME  # rotation finds it by this name
+    fd = os.memfd_create(MEMFD_NAME, os.MFD_CLOEXEC)
+    os.write(fd, payload)
+    return fd
+
+
+def _restarter_argv(req: dict[str, Any]) -> list[str]:
+    # -P: the monitor's cwd is the CLI's, and must not shadow the installed package
+    return [sys.executable, "-P", "-m", "orchestrator.runtime.linux.restarter", req["state_dir"]]
+
+
+def _spawn(req: dict[str, Any], close_in_child: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Fork the container init and serve its set-up; returns (init pid, stdout, stderr, SIGCHLD wake fd).
+    Our fd 0 must already be /dev/null (it is the init's stdin)."""
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda _s, _f: None)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    plan = namespace_plan(req["spec"])
+    direct = not plan.new_user and all(flag != sc.CLONE_NEWUSER for flag, _ in plan.joins)
+    if direct:        # no user namespace: no stage 1 needed, our next child is the init (PID 1)
+        for flag, path in plan.joins:
+            if flag == sc.CLONE_NEWPID:
+                init._setns(path, flag)
+        if plan.new_flags & sc.CLONE_NEWPID:
+            sc.unshare(sc.CLONE_NEWPID)
+    pid = os.fork()
+    if pid == 0:
+        mine.close()
+        for fd in (out_r, err_r, wake_r, wake_w, *close_in_child):
+            os.close(fd)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())    # ours blocks SIGTERM; the container's must not
+        (init.direct if direct else init.stage1)(req, theirs, (0, out_w, err_w))
+    theirs.close()
+    for fd in (out_w, err_w):
+        os.close(fd)
+    try:
+        if direct:    # start the cgroup move (an RCU grace period) while the init mounts
+            _join_cgroup(req, pid)
+            with contextlib.suppress(BrokenPipeError):
+                mine.send(b"cgroup")
+        init_pid = _setup(mine, req, pid if direct else 0)
+    except BaseException:
+        for p in {pid, *_children()}:
+            _kill(p)
+        raise
+    finally:
+        mine.close()
+    return init_pid, out_r, err_r, wake_r
+
+
+def _redirect_stdio(state_dir: str) -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    err = os.open(os.path.join(state_dir, statedir.MONITOR_ERR), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                  0o600)
+    os.dup2(null, 0)
+    os.dup2(err, 1)
+    os.dup2(err, 2)
+    os.close(err)
+    os.close(null)
 
 
 def run(req: dict[str, Any], report_fd: int) -> NoReturn:
@@ -184,59 +293,23 @@ def run(req: dict[str, Any], report_fd: int) -> NoReturn:
     try:
         os.closerange(3, report_fd)
         os.closerange(report_fd + 1, 65536)
-        null = os.open(os.devnull, os.O_RDWR)
-        err = os.open(os.path.join(req["state_dir"], statedir.MONITOR_ERR),
-                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.dup2(null, 0)
-        os.dup2(err, 1)
-        os.dup2(err, 2)
-        os.close(err)
+        _redirect_stdio(req["state_dir"])
+        # SIGTERM only wakes the supervisor's backoff (``kill``/``delete``); blocked for our whole life
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)        # the init is re-parented to us when stage 1 exits
         sc.set_name("orch-monitor")
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_w)
-        signal.signal(signal.SIGCHLD, lambda _s, _f: None)
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        plan = namespace_plan(req["spec"])
-        direct = not plan.new_user and all(flag != sc.CLONE_NEWUSER for flag, _ in plan.joins)
-        if direct:        # no user namespace: no stage 1 needed, our next child is the init (PID 1)
-            for flag, path in plan.joins:
-                if flag == sc.CLONE_NEWPID:
-                    init._setns(path, flag)
-            if plan.new_flags & sc.CLONE_NEWPID:
-                sc.unshare(sc.CLONE_NEWPID)
-        pid = os.fork()
-        if pid == 0:
-            mine.close()
-            for fd in (out_r, err_r, wake_r, wake_w, report_fd):
-                os.close(fd)
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            (init.direct if direct else init.stage1)(req, theirs, (null, out_w, err_w))
-        theirs.close()
-        for fd in (out_w, err_w, null):
-            os.close(fd)
-        try:
-            if direct:    # start the cgroup move (an RCU grace period) while the init mounts
-                init.join_cgroup(req, pid)
-                with contextlib.suppress(BrokenPipeError):
-                    mine.send(b"cgroup")
-            init_pid = _setup(mine, req, pid if direct else 0)
-        except BaseException:
-            for p in {pid, *_children()}:
-                _kill(p)
-            raise
-        finally:
-            mine.close()
+        if restart.from_annotations(req["spec"].get("annotations", {})).enabled:   # also validates it
+            statedir.write_json(os.path.join(req["state_dir"], statedir.RESTART_REQ),
+                                {**{k: v for k, v in req.items() if k != "files_payload"},
+                                 "cgroup_dirs": _cgroup_dirs(req)})
+            if req.get("files_payload") is not None:
+                req["files_fd"] = _keep_payload(req["files_payload"])
+        init_pid, out_r, err_r, wake_r = _spawn(req, (report_fd,))
         reply = {"ok": True, "pid": init_pid, "start_time": statedir.start_time(init_pid) or 0,
                  "monitor_pid": os.getpid(), "monitor_start_time": statedir.start_time(os.getpid()) or 0}
         os.write(report_fd, json.dumps(reply).encode())
         os.close(report_fd)
-        if req.get("supervisor"):
-            _exec_supervisor(req, init_pid, out_r, err_r)
-        _supervise(req, init_pid, {out_r: "stdout", err_r: "stderr"}, wake_r)
+        _supervise_or_exec(req, init_pid, out_r, err_r, wake_r)
         code = 0
     except BaseException as exc:  # reported to create, or to monitor.err once set-up is over
         err_info = init._error("monitor", exc)
@@ -246,6 +319,18 @@ def run(req: dict[str, Any], report_fd: int) -> NoReturn:
             os.write(2, (json.dumps(err_info) + "\n").encode())
     finally:
         os._exit(code)
+
+
+def _supervise_or_exec(req: dict[str, Any], init_pid: int, out_r: int, err_r: int, wake_r: int) -> None:
+    if req.get("supervisor"):
+        _exec_supervisor(req, init_pid, out_r, err_r)
+    status = _supervise(req, init_pid, {out_r: "stdout", err_r: "stderr"}, wake_r)
+    record = _exit_record(req, status)
+    if status is None or not restart.from_annotations(req["spec"].get("annotations", {})).enabled:
+        statedir.write_json(os.path.join(req["state_dir"], statedir.EXIT), record)
+        return
+    from orchestrator.runtime.linux import restarter  # imports us: only here, never at the top
+    restarter.after_exit(req, record, _restarter_argv(req))
 
 
 def _children() -> tuple[int, ...]:

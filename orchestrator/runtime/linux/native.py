@@ -27,7 +27,8 @@ from typing import Any
 
 from orchestrator.errors import ContainerNotFound, RuntimeFailure
 from orchestrator.runtime.base import ContainerState, ExecResult, LogLine, Mount, Status
-from orchestrator.runtime.linux import cmonitor
+from orchestrator.runtime.files import FileSpec, check_files
+from orchestrator.runtime.linux import cmonitor, filemounts, restart
 from orchestrator.runtime.linux import statedir as sd
 from orchestrator.runtime.linux.forkserver import ForkServer
 from orchestrator.runtime.linux.spec import load_bundle
@@ -118,10 +119,14 @@ class LinuxRuntime:
 
     # ---- lifecycle ----------------------------------------------------------------------------------
 
-    def create(self, container_id: str, bundle: Path, rootfs: Sequence[Mount] = ()) -> ContainerState:
+    def create(self, container_id: str, bundle: Path, rootfs: Sequence[Mount] = (), *,
+               files: Sequence[FileSpec] = ()) -> ContainerState:
+        """``files``: configs/secrets the init writes to a private tmpfs and binds read-only into the
+        container (``filemounts``); their contents travel in memory only."""
         _check_id(container_id)
         bundle = Path(bundle).absolute()
         spec = load_bundle(bundle)
+        filemounts.check_create(container_id, spec, files)
         cdir = self.state_dir / container_id
         try:
             cdir.mkdir(mode=0o700)
@@ -138,6 +143,8 @@ class LinuxRuntime:
             sd.write_json(cdir / sd.STATE, record)          # ownership first, then the objects
             sd.write_json(cdir / sd.SPEC, spec)
             os.mkfifo(cdir / sd.FIFO, 0o600)
+            if files:
+                filemounts.record(cdir, files)              # layout and mount point only, no content
             cg = self._driver().create(cgroup["path"], spec.get("linux", {}).get("resources", {}))
             undo.callback(self._destroy_cgroup, cgroup["path"])
             del cg
@@ -147,11 +154,13 @@ class LinuxRuntime:
                 prog = seccomp.compile_oci(spec["linux"]["seccomp"])
                 flags = seccomp.flags_value(spec["linux"]["seccomp"])
                 (cdir / sd.SECCOMP).write_bytes(prog)
-            reply = self._server.request({
-                "op": "create", "id": container_id, "state_dir": str(cdir), "bundle": str(bundle),
-                "spec": spec, "rootfs": [asdict(m) for m in rootfs], "cgroup": cgroup,
-                "seccomp": prog.hex(), "seccomp_flags": flags, "exec_fifo": str(cdir / sd.FIFO),
-                "log_max_bytes": self.log_max_bytes, "supervisor": self._supervisor})
+            with filemounts.payload_fd(files) as payload:
+                reply = self._server.request({
+                    "op": "create", "id": container_id, "state_dir": str(cdir), "bundle": str(bundle),
+                    "spec": spec, "rootfs": [asdict(m) for m in rootfs], "cgroup": cgroup,
+                    "seccomp": prog.hex(), "seccomp_flags": flags, "exec_fifo": str(cdir / sd.FIFO),
+                    "log_max_bytes": self.log_max_bytes, "supervisor": self._supervisor,
+                    "files": bool(files)}, [payload] if files else [])
             if not reply.get("ok"):
                 raise _failure(reply.get("error", {}))
             record.update({k: int(reply[k]) for k in ("pid", "start_time", "monitor_pid",
@@ -179,6 +188,29 @@ class LinuxRuntime:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(cdir / sd.FIFO)
 
+    def update_files(self, container_id: str, files: Sequence[FileSpec]) -> list[str]:
+        """Rewrite changed config/secret files of a created or running container (rotation); returns
+        the targets changed. Only targets given at create can be updated (a new one needs a new mount).
+        A directory mount (/run/secrets, /run/configs) gets an atomic rename, a single-file bind an
+        in-place rewrite (send the process a signal after it: a reader may see a partial write)."""
+        st = self.state(container_id)
+        if st.status not in (Status.CREATED, Status.RUNNING) or not sd.alive(st.pid, st.pid_start_time):
+            raise RuntimeFailure(f"container {container_id} is not running", op="update_files",
+                                 path=container_id)
+        check_files(files)
+        filemounts.check_update(self.state_dir / container_id, files)
+        if not files:
+            return []
+        with filemounts.payload_fd(files) as payload:
+            reply = self._server.request({"op": "files", "id": container_id, "pid": st.pid,
+                                          "start_time": st.pid_start_time, "files": True}, [payload])
+        if not reply.get("ok"):
+            raise _failure(reply.get("error", {}))
+        rec = sd.read_json(self.state_dir / container_id / sd.STATE) or {}
+        if rec.get("monitor_pid") and sd.alive(rec["monitor_pid"], rec.get("monitor_start_time", 0)):
+            filemounts.refresh_kept_payload(int(rec["monitor_pid"]), files)   # what a restart replays
+        return [str(t) for t in reply.get("changed", [])]
+
     def state(self, container_id: str) -> ContainerState:
         cdir = self.state_dir / container_id
         rec = sd.read_json(cdir / sd.STATE)
@@ -194,7 +226,9 @@ class LinuxRuntime:
         ended = sd.read_json(cdir / sd.EXIT)
         if ended is not None and ended.get("oom_killed") is None:
             ended["oom_killed"] = self._oom_killed(rec)   # the C supervisor leaves it to us
-            sd.write_json(cdir / sd.EXIT, ended)
+            if not ended.get("restart_pending"):          # else the restarter may remove it any moment
+                sd.write_json(cdir / sd.EXIT, ended)
+        base["annotations"] = {**base["annotations"], **sd.restart_annotations(cdir, ended, rec)}
         if ended is not None:
             return ContainerState(status=Status.STOPPED, finished_at=ended["finished_at"],
                                   exit_code=ended["exit_code"], exit_signal=ended["exit_signal"],
@@ -217,6 +251,10 @@ class LinuxRuntime:
         return out
 
     def kill(self, container_id: str, sig: int = signal.SIGTERM) -> None:
+        """A stop signal (``restart.stops_restarts``) also ends the restart policy; killing a container
+        that waits out a restart backoff just cancels the restart."""
+        if restart.stops_restarts(sig) and self._stop_restarts(container_id):
+            return
         st = self.state(container_id)
         if st.status not in (Status.CREATED, Status.RUNNING) or not sd.alive(st.pid, st.pid_start_time):
             raise RuntimeFailure(f"container {container_id} is not running", op="kill", path=container_id)
@@ -227,7 +265,10 @@ class LinuxRuntime:
                                  path=container_id) from exc
 
     def wait(self, container_id: str, timeout: float | None = None) -> ContainerState:
-        """Until the monitor has recorded the exit (or is gone); pidfd poll, no busy loop."""
+        """Until the monitor has recorded the exit (or is gone); pidfd poll, no busy loop. With a restart
+        policy only a final exit counts: an exit followed by a restart is skipped (the annotation
+        ``org.orchestrator.restarting`` is "true" meanwhile), so under ``always`` only a stop by the user
+        or the timeout ends the wait; on a timeout the current state is returned, as always."""
         rec = sd.read_json(self.state_dir / container_id / sd.STATE) or {}
         deadline = None if timeout is None else time.monotonic() + timeout
         mon, mon_start = int(rec.get("monitor_pid", 0)), int(rec.get("monitor_start_time", 0))
@@ -237,7 +278,9 @@ class LinuxRuntime:
         try:
             while True:
                 st = self.state(container_id)
-                if st.status == Status.STOPPED and (st.exit_code is not None or not sd.alive(mon, mon_start)):
+                between_runs = st.annotations.get(restart.RESTARTING) == "true"   # restart pending
+                if st.status == Status.STOPPED and not between_runs and \
+                        (st.exit_code is not None or not sd.alive(mon, mon_start)):
                     return st
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -260,6 +303,8 @@ class LinuxRuntime:
         if st.status == Status.RUNNING and not force:
             raise RuntimeFailure(f"container {container_id} is running; stop it or force", op="delete",
                                  path=container_id)
+        self._stop_restarts(container_id)
+        st = self.state(container_id)            # a restart may have replaced the init meanwhile
         if sd.alive(st.pid, st.pid_start_time):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(st.pid, signal.SIGKILL)        # PID 1 of its namespace: takes the rest along
@@ -269,6 +314,8 @@ class LinuxRuntime:
                 self._driver().open(cgroup["path"]).kill_all()
         if rec.get("monitor_pid"):
             self.wait(container_id, timeout=5.0)
+            # and the monitor itself gone: it may still be leaving after recording a final exit
+            sd.wait_gone(int(rec["monitor_pid"]), int(rec.get("monitor_start_time", 0)), 5.0)
         if cgroup.get("path"):
             self._destroy_cgroup(cgroup["path"])
         self._discard(cdir)
@@ -278,9 +325,26 @@ class LinuxRuntime:
         if not path:
             return False
         try:
+            baseline = sd.oom_baseline(self.state_dir / str(rec.get("id", "")))   # kills of earlier runs
+            if baseline:
+                return bool(self._driver().open(path).stats().oom_kill_count > baseline)
             return bool(self._driver().open(path).oom_killed())
         except RuntimeFailure:
             return False
+
+    def _stop_restarts(self, container_id: str) -> bool:
+        """Write the user-stop marker (before any signal, so no restart can slip in after it) and wake a
+        supervisor waiting out a backoff. True when the container was between two runs (nothing to kill)."""
+        cdir = self.state_dir / container_id
+        rec = sd.read_json(cdir / sd.STATE)
+        if rec is None or not (cdir / sd.RESTART_REQ).exists():
+            return False                          # no restart policy: nothing to stop
+        sd.mark_user_stop(cdir)
+        if not sd.restart_pending(sd.read_json(cdir / sd.EXIT), rec):
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(rec["monitor_pid"]), signal.SIGTERM)    # only a wake-up: it stays blocked there
+        return True
 
     def _destroy_cgroup(self, path: str) -> None:
         with contextlib.suppress(ContainerNotFound):

@@ -18,6 +18,7 @@ from typing import Any
 
 from orchestrator.errors import RuntimeFailure
 from orchestrator.runtime.linux import syscalls as sc
+from orchestrator.runtime.linux.security_defaults import sysctl_refusal
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "data" / "oci-runtime-spec"
 
@@ -159,6 +160,24 @@ def _namespaces(spec: dict[str, Any]) -> str:
     return ""
 
 
+def _sysctls(spec: dict[str, Any]) -> str:
+    """runc's rule: only namespaced sysctls, each with the container's own copy of its namespace (the
+    init writes /proc/sys after pivot_root; a host knob written there changes the host)."""
+    linux = spec.get("linux", {})
+    sysctls = linux.get("sysctl") or {}
+    if not sysctls:
+        return ""
+    # a namespace entry (new, or joined by path) is the container's own; no entry means the host's
+    # (joining the host's own namespace by path is not detected here, as in runc for non-net kinds)
+    kinds = {ns.get("type") for ns in linux.get("namespaces", [])}
+    for key in sysctls:
+        why = sysctl_refusal(str(key), own_netns="network" in kinds, own_utsns="uts" in kinds,
+                             own_ipcns="ipc" in kinds)
+        if why:
+            return f"linux.sysctl: {why}"
+    return ""
+
+
 def _rlimits(spec: dict[str, Any]) -> str:
     for i, rl in enumerate(spec.get("process", {}).get("rlimits", [])):
         if not isinstance(getattr(resource, str(rl.get("type")), None), int):
@@ -166,7 +185,7 @@ def _rlimits(spec: dict[str, Any]) -> str:
     return ""
 
 
-CHECKS: tuple[Check, ...] = (_args, _cwd, _terminal, _hooks, _root, _mounts, _namespaces, _rlimits)
+CHECKS: tuple[Check, ...] = (_args, _cwd, _terminal, _hooks, _root, _mounts, _namespaces, _sysctls, _rlimits)
 
 
 def _schema_errors(spec: dict[str, Any]) -> list[str]:

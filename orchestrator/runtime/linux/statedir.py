@@ -11,6 +11,15 @@ Layout of ``<state_dir>/<id>/``::
     container.log   JSON lines {"t": time, "s": "stdout"|"stderr", "m": text}; ``container.log.1`` rotated
     monitor.err     the monitor's own stderr (a crash there is otherwise invisible)
 
+With a restart policy (``restart``; written by the ``monitor`` only, except the marker)::
+
+    restart.json    the monitor's create request (spec, rootfs mounts, cgroup, seccomp): a restart redoes it
+    restarts.json   {"restarts": total, "series": n, "last_restart": t, "oom_baseline": k, "history": [...]}
+                    history: the last exits that were followed by a restart (code, signal, OOM, times)
+    restart.fifo    the exec fifo of a restart in progress (the restarter starts the init itself)
+    user-stop       written by ``kill``/``delete`` BEFORE signalling: no restart from then on
+    exit.json then also says {"restart_pending": bool, "restart_delay_ms": n} (and "restart_error")
+
 Everything is re-read on every call; nothing is cached in memory (a restarted orchestrator sees exactly
 what the one before it saw). A pid is trusted only together with its start time (field 22 of stat).
 """
@@ -28,6 +37,7 @@ from orchestrator.runtime.base import LogLine
 STATE, SPEC, SECCOMP, FIFO, STARTED, EXIT = ("state.json", "spec.json", "seccomp.bpf", "exec.fifo",
                                              "started.json", "exit.json")
 LOG, MONITOR_ERR = "container.log", "monitor.err"
+RESTART_REQ, RESTARTS, RESTART_FIFO, USER_STOP = "restart.json", "restarts.json", "restart.fifo", "user-stop"
 
 
 def write_json(path: Path | str, data: dict[str, Any]) -> None:
@@ -93,3 +103,56 @@ def iter_log(cdir: Path, since: float) -> Iterator[LogLine]:
     for name in (LOG + ".1", LOG):
         lines, _ = read_log(cdir / name)
         yield from (line for line in lines if line.time >= since)
+
+
+def mark_user_stop(cdir: Path | str) -> None:
+    """Record that the user stopped the container, so the supervisor does not restart it."""
+    with open(os.path.join(cdir, USER_STOP), "wb"):
+        pass
+
+
+def user_stopped(cdir: Path | str) -> bool:
+    """True once the user stopped the container, or its state dir is gone (deleted)."""
+    return os.path.exists(os.path.join(cdir, USER_STOP)) or not os.path.exists(os.path.join(cdir, STATE))
+
+
+def restart_pending(ended: dict[str, Any] | None, rec: dict[str, Any]) -> bool:
+    """The init has exited and its (live) monitor is waiting out the backoff or restarting it."""
+    return bool(ended and ended.get("restart_pending")) and alive(int(rec.get("monitor_pid", 0)),
+                                                                 int(rec.get("monitor_start_time", 0)))
+
+
+def oom_baseline(cdir: Path | str) -> int:
+    """The cgroup's OOM kill count when the current run started (0 before any restart)."""
+    return int((read_json(os.path.join(cdir, RESTARTS)) or {}).get("oom_baseline", 0))
+
+
+def restart_annotations(cdir: Path | str, ended: dict[str, Any] | None,
+                        rec: dict[str, Any]) -> dict[str, str]:
+    """The restart annotations ``state()`` adds (keys in ``restart``); none without a restart policy."""
+    if not os.path.exists(os.path.join(cdir, RESTART_REQ)):
+        return {}
+    from orchestrator.runtime.linux import restart
+    counts = read_json(os.path.join(cdir, RESTARTS)) or {}
+    last = counts.get("last_restart")
+    return {restart.RESTARTS: str(int(counts.get("restarts", 0))),
+            restart.LAST_RESTART: "" if last is None else f"{float(last):.6f}",
+            restart.RESTARTING: "true" if restart_pending(ended, rec) else "false"}
+
+
+def wait_gone(pid: int, started: int, timeout_s: float) -> bool:
+    """Until the process ``pid`` (with that start time) has exited; False on timeout. A pidfd turns
+    readable at exit (a zombie counts as gone, as in ``alive``)."""
+    if not alive(pid, started):
+        return True
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return True
+    try:
+        if not alive(pid, started):      # the pid was reused between the check and the open
+            return True
+        import select
+        return bool(select.select([fd], [], [], timeout_s)[0])
+    finally:
+        os.close(fd)

@@ -8,10 +8,20 @@
  * (rotated once to container.log.1 past max_bytes), reaps the init, and records exit.json atomically.
  * The OOM verdict is left null here: the API side asks the cgroup (it exists until delete).
  *
+ * With a restart policy (restart.py) it also gets the policy's decisions, precomputed in Python so the
+ * policy is written once: four delays in ms (-1 = stay stopped) for {failed, exited 0} x {ran shorter
+ * than RESET_MS, ran at least that long}, and the restarter's command line. After an exit that needs a
+ * restart it records exit.json with "restart_pending": true, sleeps the delay (woken early by SIGTERM,
+ * which `kill`/`delete` send after writing the user-stop marker), and, unless the user stopped the
+ * container meanwhile, execs the restarter (monitor.py --restart): same pid, so still the subreaper and
+ * parent of the next init, which execs this program again once the container runs.
+ *
  * usage: orch-supervise INIT_PID STATE_DIR MAX_LOG_BYTES
+ *                       [FAIL_MS OK_MS FAIL_RESET_MS OK_RESET_MS RESET_MS RESTARTER ARGS...]
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -104,8 +114,9 @@ static void feed(int stream, const char *data, size_t len) {
     }
 }
 
-static void record_exit(const char *dir, int status) {
-    char path[4200], tmp[4210], body[256];
+/* restart_ms >= 0: a restart follows after that delay ("restart_pending"), else this exit is final */
+static void record_exit(const char *dir, int status, long long restart_ms) {
+    char path[4200], tmp[4210], body[320];
     struct timespec ts;
     int n, fd;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -114,8 +125,9 @@ static void record_exit(const char *dir, int status) {
                      WTERMSIG(status));
     else
         n = snprintf(body, sizeof body, "{\"exit_code\": %d, \"exit_signal\": null, ", WEXITSTATUS(status));
-    n += snprintf(body + n, sizeof body - (size_t)n, "\"finished_at\": %lld.%06ld, \"oom_killed\": null}",
-                  (long long)ts.tv_sec, ts.tv_nsec / 1000);
+    n += snprintf(body + n, sizeof body - (size_t)n, "\"finished_at\": %lld.%06ld, \"oom_killed\": null, "
+                  "\"restart_pending\": %s, \"restart_delay_ms\": %lld}", (long long)ts.tv_sec,
+                  ts.tv_nsec / 1000, restart_ms >= 0 ? "true" : "false", restart_ms >= 0 ? restart_ms : -1);
     snprintf(path, sizeof path, "%s/exit.json", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -126,6 +138,52 @@ static void record_exit(const char *dir, int status) {
     rename(tmp, path);
 }
 
+/* the user-stop marker (written by kill/delete before any signal), or the state dir gone (deleted) */
+static int user_stopped(const char *dir) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/user-stop", dir);
+    if (access(path, F_OK) == 0)
+        return 1;
+    snprintf(path, sizeof path, "%s/state.json", dir);
+    return access(path, F_OK) != 0;
+}
+
+/* ms the current run lasted: started.json is rewritten at each start (by `start` or the restarter) */
+static long long uptime_ms(const char *dir) {
+    char path[4200];
+    struct stat st;
+    struct timespec now;
+    snprintf(path, sizeof path, "%s/started.json", dir);
+    if (stat(path, &st) != 0)
+        return 0;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return ((long long)now.tv_sec - st.st_mtim.tv_sec) * 1000 + (now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
+}
+
+/* the policy's delay for this exit, -1 for none; argv[4..8] as in the usage above */
+static long long restart_delay(char **argv, int status, const char *dir) {
+    int failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    int stable = uptime_ms(dir) >= atoll(argv[8]);
+    return atoll(argv[4 + (failed ? 0 : 1) + (stable ? 2 : 0)]);
+}
+
+/* sleep out the backoff; SIGTERM (through the signalfd) wakes us to look at the marker again */
+static void backoff(int sfd, long long delay_ms, const char *dir) {
+    long long end = now_ms() + delay_ms;
+    struct pollfd p = {.fd = sfd, .events = POLLIN};
+    for (;;) {
+        long long left = end - now_ms();
+        struct signalfd_siginfo info;
+        if (left <= 0 || user_stopped(dir))
+            return;
+        poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+        while (read(sfd, &info, sizeof info) > 0) {
+        }
+        while (waitpid(-1, NULL, WNOHANG) > 0) {   /* strays re-parented to us (subreaper) */
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     sigset_t mask;
     struct pollfd fds[3];
@@ -133,16 +191,18 @@ int main(int argc, char **argv) {
     long long deadline = 0;
     pid_t init_pid;
 
-    if (argc != 4)
+    if (argc != 4 && argc < 10)
         return 2;
     init_pid = (pid_t)atoi(argv[1]);
     log_max = atoll(argv[3]);
     snprintf(log_path, sizeof log_path, "%s/container.log", argv[2]);
     snprintf(log_old, sizeof log_old, "%s.1", log_path);
 
-    /* SIGCHLD through a signalfd; blocked first, and reaped once below, so no exit is missed */
+    /* SIGCHLD through a signalfd; blocked first, and reaped once below, so no exit is missed. SIGTERM
+     * only wakes a backoff; it stays blocked across the exec of the restarter (pending, harmless) */
     sigemptyset(&mask);
     sigaddset(&mask, SIGCHLD);
+    sigaddset(&mask, SIGTERM);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     fds[2].fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     fds[0].fd = 3;
@@ -150,6 +210,10 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 3; i++)
         fds[i].events = POLLIN;
     open_log();
+    /* a user stop that raced with the restarter (marker written after its last look): the user
+     * said stop */
+    if (argc >= 10 && user_stopped(argv[2]))
+        kill(init_pid, SIGKILL);
 
     for (;;) {
         int st, timeout = -1;
@@ -192,7 +256,22 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 2; i++)
         if (partial_len[i])
             emit(i, partial[i], partial_len[i]);
-    if (exited)
-        record_exit(argv[2], status);
+    if (!exited)
+        return 0;
+    if (argc >= 10) {
+        long long delay = user_stopped(argv[2]) ? -1 : restart_delay(argv, status, argv[2]);
+        if (delay >= 0) {
+            record_exit(argv[2], status, delay);
+            backoff(fds[2].fd, delay, argv[2]);
+            if (!user_stopped(argv[2])) {
+                for (int i = 0; i < 2; i++)
+                    if (fds[i].fd >= 0)
+                        close(fds[i].fd);
+                execv(argv[9], argv + 9);
+                perror("orch-supervise: exec restarter");
+            }
+        }
+    }
+    record_exit(argv[2], status, -1);
     return 0;
 }

@@ -1,0 +1,175 @@
+"""Files delivered into a container by the runtime (configs and secrets): the value type and pure plans.
+
+``FileSpec`` is what a caller hands to ``LinuxRuntime.create(..., files=...)`` and
+``LinuxRuntime.update_files``: a container path, the content (bytes, or a ``SecretValue`` that never
+prints), owner and mode. This module is pure: it checks targets (:func:`check_files`), decides which
+targets share one directory mount and which are single-file binds (:func:`plan_mounts`), and frames
+the contents into one binary payload (:func:`encode_payload` / :func:`decode_payload`) that travels in
+memory (a memfd passed over the fork server's socket) to the container init, never through
+config.json, the state dir or any other file. The kernel side is ``runtime.linux.filemounts``.
+
+Neighbours: ``secrets.materialise`` (writes the files; its ``FileSpec`` is ours minus the content),
+``secrets.value`` (SecretValue); the reconciler builds these from ``secrets.digest.config_items`` /
+``secret_items`` with :func:`file_specs`.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from orchestrator.errors import RuntimeFailure
+from orchestrator.secrets.value import SecretValue
+
+# targets below these directories are delivered as one read-only directory mount each (rotation by
+# atomic rename reaches readers); every other target is a single-file bind (rotation in place)
+DIR_MOUNTS = ("/run/secrets", "/run/configs")
+MAX_TOTAL_BYTES = 64 << 20           # all files of one container together (each tmpfs page counts)
+_HEADER = struct.Struct("!I")        # length of the JSON header that precedes the contents
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One file in a container. ``content`` is left out of ``repr`` (and a ``SecretValue`` prints as
+    ``<redacted sha256:…>`` anyway), so a FileSpec is safe in logs and error messages."""
+
+    target: str                                  # absolute path in the container
+    content: bytes | SecretValue = field(repr=False)
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o444
+    secret: bool = False
+
+    def data(self) -> bytes:
+        return self.content.reveal() if isinstance(self.content, SecretValue) else bytes(self.content)
+
+
+class _Meta(Protocol):
+    @property
+    def target(self) -> str: ...
+    @property
+    def uid(self) -> int: ...
+    @property
+    def gid(self) -> int: ...
+    @property
+    def mode(self) -> int: ...
+
+
+def file_specs(configs: Iterable[tuple[_Meta, bytes | SecretValue]] = (),
+               secrets: Iterable[tuple[_Meta, bytes | SecretValue]] = ()) -> list[FileSpec]:
+    """FileSpecs from ``secrets.digest.config_items`` / ``secret_items`` (anything with
+    target/uid/gid/mode paired with its content)."""
+    out = [FileSpec(m.target, c, m.uid, m.gid, m.mode, secret=False) for m, c in configs]
+    out += [FileSpec(m.target, c, m.uid, m.gid, m.mode, secret=True) for m, c in secrets]
+    return out
+
+
+def _parts(target: str) -> list[str]:
+    if not isinstance(target, str) or not target.startswith("/"):
+        raise RuntimeFailure("file target must be an absolute container path", op="files", path=str(target))
+    parts = [p for p in target.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or any("\0" in p for p in parts):
+        raise RuntimeFailure("file target escapes the container root", op="files", path=target)
+    return parts
+
+
+def normalise(target: str) -> str:
+    return "/" + "/".join(_parts(target))
+
+
+def check_files(files: Sequence[FileSpec]) -> None:
+    """Refuse what the init could not do: relative or escaping targets, duplicates, a target inside
+    another file, a mode out of range, ids out of range, too much content."""
+    seen: set[str] = set()
+    total = 0
+    for f in files:
+        target = normalise(f.target)
+        if target in seen:
+            raise RuntimeFailure("two files for the same target", op="files", path=target)
+        seen.add(target)
+        if not 0 <= f.mode <= 0o7777:
+            raise RuntimeFailure(f"file mode {f.mode:#o} out of range", op="files", path=target)
+        if not (0 <= f.uid < 2**32 - 1 and 0 <= f.gid < 2**32 - 1):
+            raise RuntimeFailure("file uid/gid out of range", op="files", path=target)
+        if target in DIR_MOUNTS:
+            raise RuntimeFailure("a file cannot replace a shared files directory", op="files", path=target)
+        total += len(f.data())
+    if total > MAX_TOTAL_BYTES:
+        raise RuntimeFailure(f"files too large ({total} bytes, at most {MAX_TOTAL_BYTES})", op="files",
+                             path=sorted(seen)[0])
+    for target in seen:
+        parent = target.rsplit("/", 1)[0]
+        while parent:
+            if parent in seen:
+                raise RuntimeFailure(f"file target is below another file {parent}", op="files", path=target)
+            parent = parent.rsplit("/", 1)[0]
+
+
+def dir_mount_of(target: str) -> str:
+    """The shared directory mount a target belongs to, or "" for a single-file bind."""
+    target = normalise(target)
+    return next((d for d in DIR_MOUNTS if target.startswith(d + "/")), "")
+
+
+@dataclass(frozen=True)
+class MountPlan:
+    """Bind mounts from the files tmpfs into the container: ``dirs`` (container dirs, each one mount of
+    the same-named tmpfs dir) then ``files`` (single-file binds), in the order to make them."""
+
+    dirs: tuple[str, ...]
+    files: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"dirs": list(self.dirs), "files": list(self.files)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> MountPlan:
+        return cls(tuple(raw.get("dirs", ())), tuple(raw.get("files", ())))
+
+
+def plan_mounts(files: Sequence[FileSpec]) -> MountPlan:
+    dirs = sorted({d for f in files if (d := dir_mount_of(f.target))})
+    singles = sorted(normalise(f.target) for f in files if not dir_mount_of(f.target))
+    # a parent before its children: a file bind below a directory mount must come after it (sorted
+    # order does that), and nothing else overlaps
+    return MountPlan(tuple(dirs), tuple(singles))
+
+
+def layout(files: Sequence[FileSpec]) -> list[dict[str, Any]]:
+    """What may be recorded on disk about the files: targets, owners, modes, no content."""
+    return [{"target": normalise(f.target), "uid": f.uid, "gid": f.gid, "mode": f.mode, "secret": f.secret}
+            for f in files]
+
+
+def encode_payload(files: Sequence[FileSpec]) -> bytes:
+    """``!I`` header length, a JSON header (metadata and sizes only), then the contents back to back."""
+    contents = [f.data() for f in files]
+    header = json.dumps([{**meta, "size": len(c)} for meta, c in zip(layout(files), contents, strict=True)])
+    raw = header.encode()
+    return b"".join([_HEADER.pack(len(raw)), raw, *contents])
+
+
+def decode_payload(payload: bytes) -> list[FileSpec]:
+    """The inverse of :func:`encode_payload`; secret contents come back as ``SecretValue``."""
+    try:
+        (size,) = _HEADER.unpack_from(payload, 0)
+        header = json.loads(payload[_HEADER.size:_HEADER.size + size])
+        offset = _HEADER.size + size
+        out: list[FileSpec] = []
+        for meta in header:
+            data = payload[offset:offset + int(meta["size"])]
+            if len(data) != int(meta["size"]):
+                raise ValueError("truncated")
+            offset += len(data)
+            content: bytes | SecretValue = SecretValue(data) if meta["secret"] else data
+            out.append(FileSpec(meta["target"], content, int(meta["uid"]), int(meta["gid"]),
+                                int(meta["mode"]), bool(meta["secret"])))
+    except (struct.error, ValueError, KeyError, TypeError) as exc:
+        # never echo the payload: it holds secret bytes
+        raise RuntimeFailure(f"malformed files payload ({type(exc).__name__})", op="files") from None
+    if offset != len(payload):
+        raise RuntimeFailure("malformed files payload (trailing bytes)", op="files")
+    return out
