@@ -10,6 +10,7 @@ export ORCHESTRATOR_IMAGES="$PWD/.cache/images"
 rc=0
 echo "== ruff" && .venv/bin/ruff check orchestrator tests scripts bench || rc=1
 echo "== mypy" && .venv/bin/mypy || rc=1
+echo "== import-linter" && .venv/bin/lint-imports --no-cache >/dev/null || { .venv/bin/lint-imports --no-cache; rc=1; }
 echo "== pytest"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 prc=$?

@@ -1,0 +1,131 @@
+"""The real ``Builder``: the edge between the pure OCI translation and the host.
+
+For each new container it resolves the image (``images.store.ImageStore``), reads the image's
+/etc/passwd and /etc/group for user names, stats host devices for blkio/device rules, compiles the
+service's seccomp profile reference into ``linux.seccomp`` with the final capability set, writes
+``<root>/containers/<id>/config.json`` (temp file + rename), and returns the rootfs mounts (the image's
+layers as overlay lowers, or a ``rootfs:`` directory) for the runtime to mount in the container's own
+mount namespace. Named volumes are directories under ``<root>/volumes``. Configs and secrets never
+touch the disk here: their contents go to ``runtime.create(files=...)`` (see ``reconcile.controller``).
+
+Neighbours: ``runtime.oci`` (pure spec), ``images.store``, ``runtime.linux.seccomp_profiles``; called by
+``reconcile.execute`` through the ``Builder`` protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import ReconcileError
+from orchestrator.images.model import Image
+from orchestrator.images.mounts import dir_rootfs_mounts
+from orchestrator.images.store import ImageStore
+from orchestrator.manifest.model import Service
+from orchestrator.runtime import oci
+from orchestrator.runtime.base import Mount
+from orchestrator.runtime.linux import capabilities, seccomp_profiles
+from orchestrator.settings import Settings
+from orchestrator.state.desired import DesiredContainer
+
+
+def device_numbers(service: Service) -> dict[str, tuple[int, int]]:
+    """host device path -> (major, minor), for every device the service's limits name."""
+    b = service.resources.blkio
+    paths = {r.device for r in (*b.read_bps, *b.write_bps, *b.read_iops, *b.write_iops)}
+    paths |= {d.path for d in service.resources.devices}
+    out: dict[str, tuple[int, int]] = {}
+    for p in sorted(paths):
+        try:
+            rdev = os.stat(p).st_rdev
+        except OSError as exc:
+            raise ReconcileError(f"service {service.name}: device {p}: {exc.strerror}") from exc
+        out[p] = (os.major(rdev), os.minor(rdev))
+    return out
+
+
+class BundleBuilder:
+    def __init__(self, settings: Settings, images: ImageStore | None = None) -> None:
+        self.settings = settings
+        self.images = images or ImageStore(settings.images_dir)
+        self.paths = oci.Paths(settings.volumes_dir)
+        self._seccomp: dict[tuple[str, tuple[str, ...]], dict[str, Any] | None] = {}
+        self._lock = threading.Lock()
+
+    def image(self, ref: str) -> Image:
+        return self.images.get(ref)
+
+    def _etc(self, image: Image, name: str) -> str:
+        for chain in reversed(image.layers):
+            path = self.images.layer_dir(chain) / "etc" / name
+            if path.is_file():
+                return path.read_text(errors="replace")
+        return ""
+
+    def _seccomp_for(self, ref: str, caps: Sequence[str]) -> dict[str, Any] | None:
+        key = (ref, tuple(caps))
+        with self._lock:
+            if key not in self._seccomp:
+                profile = seccomp_profiles.load_profile(ref)
+                self._seccomp[key] = (None if profile is None
+                                      else seccomp_profiles.profile_to_oci(profile, caps))
+            return self._seccomp[key]
+
+    def config(self, dc: DesiredContainer, image: Image | None, netns_path: str = "") -> dict[str, Any]:
+        svc = dc.spec
+        passwd = group = ""
+        if image is not None and svc.user and not svc.user.split(":")[0].isdigit():
+            passwd, group = self._etc(image, "passwd"), self._etc(image, "group")
+        cfg = oci.build_config(dc.stack_spec, svc, dc.replica, image.config if image else None,
+                               paths=self.paths, devices=device_numbers(svc), passwd=passwd, group=group,
+                               host_nofile_hard=resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+                               netns_path=netns_path)
+        caps = capabilities.resolve(svc.security.cap_add, svc.security.cap_drop)
+        seccomp = self._seccomp_for(svc.security.seccomp, caps)
+        if seccomp is not None:
+            cfg["linux"]["seccomp"] = seccomp
+        return cfg
+
+    def prepare(self, dc: DesiredContainer, cid: str, netns_path: str = "") -> tuple[Path, Sequence[Mount]]:
+        svc = dc.spec
+        image = self.image(svc.image) if svc.image else None
+        cdir = self.settings.containers_dir / cid
+        cfg = self.config(dc, image, netns_path)
+        try:
+            for d in (cdir / "rootfs", cdir / "upper", cdir / "work"):
+                d.mkdir(parents=True, exist_ok=True)
+            tmp = cdir / "config.json.tmp"
+            tmp.write_text(json.dumps(cfg, indent=1, sort_keys=True))
+            os.replace(tmp, cdir / "config.json")
+        except OSError as exc:
+            raise ReconcileError(f"{dc.slot}: cannot write bundle {cdir}: {exc.strerror}") from exc
+        ro = svc.security.read_only_rootfs
+        if image is not None:
+            mounts: Sequence[Mount] = self.images.rootfs_mounts(image, cdir / "upper", cdir / "work", ro)
+        else:
+            mounts = dir_rootfs_mounts(Path(svc.rootfs), cdir / "upper", cdir / "work", readonly=ro)
+        return cdir, mounts
+
+    def resources(self, dc: DesiredContainer) -> Mapping[str, Any]:
+        return oci.resources(dc.spec.resources, device_numbers(dc.spec))
+
+    def cleanup(self, cid: str) -> None:
+        shutil.rmtree(self.settings.containers_dir / cid, ignore_errors=True)
+
+    def volume_path(self, stack: str, name: str) -> Path:
+        return self.settings.volumes_dir / f"{stack}_{name}"
+
+    def make_volume(self, path: Path) -> None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ReconcileError(f"cannot create volume {path}: {exc.strerror}") from exc
+
+    def remove_volume(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
