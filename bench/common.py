@@ -19,22 +19,58 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# BENCH_RESULTS redirects the dated results files (smoke runs that should not land in the repo)
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
+
+# crun 1.8 refuses a hybrid cgroup host ("cgroups in hybrid mode not supported"): run it (and podman,
+# whose default runtime it is) in a private mount namespace where the cgroup2 mount is gone. The host's
+# mount table is untouched; everything the namespace mounted disappears with its last process.
+CGROUP2 = "/sys/fs/cgroup/unified"
+CRUN_NS: tuple[str, ...] = ("unshare", "-m", "--propagation", "private", "sh", "-c",
+                            f'if mountpoint -q {CGROUP2}; then umount {CGROUP2}; fi; exec "$@"', "sh")
+
+# podman on this host: cgroupfs (no systemd user session), file events (no journald), explicit ulimits
+# (the default nproc/nofile maxima are refused by crun here)
+PODMAN_FLAGS: tuple[str, ...] = ("--cgroup-manager=cgroupfs", "--events-backend=file")
+PODMAN_RUN_FLAGS: tuple[str, ...] = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096")
+
 APPLETS = ("sh", "true", "false", "sleep", "echo", "cat", "ls", "id", "hostname", "httpd", "wget")
 
 
 @dataclass
 class Sample:
+    """Measurements of one contender. ``times_s`` holds seconds for timings; for other quantities
+    (memory, throughput) set ``unit`` and ``scale`` (1.0: values are already in ``unit``)."""
+
     name: str
     times_s: list[float] = field(default_factory=list)
+    unit: str = "ms"
+    scale: float = 1000.0
+    note: str = ""
+    # a summary printed by another script (median, p95, n) when its raw values are not available
+    given: tuple[float, float, int] | None = None
+
+    @property
+    def n(self) -> int:
+        return self.given[2] if self.given else len(self.times_s)
 
     @property
     def median_ms(self) -> float:
-        return statistics.median(self.times_s) * 1000
+        if self.given:
+            return self.given[0]
+        return statistics.median(self.times_s) * self.scale
 
     @property
     def p95_ms(self) -> float:
+        if self.given:
+            return self.given[1]
         xs = sorted(self.times_s)
-        return xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))] * 1000
+        return xs[min(len(xs) - 1, round(0.95 * (len(xs) - 1)))] * self.scale
+
+    @property
+    def median(self) -> float:
+        """The median in ``unit`` (alias of ``median_ms`` that reads right for every unit)."""
+        return self.median_ms
 
 
 def timed(fn: Callable[[], object], runs: int, warmup: int = 2, name: str = "") -> Sample:
@@ -100,13 +136,31 @@ def machine() -> str:
             f" · Python {platform.python_version()}")
 
 
-def report(title: str, ours: Sample, peers: Sequence[Sample], target: str, out_dir: Path) -> str:
-    lines = [f"### {title}", "", f"target: {target}", "",
-             "| case | median ms | p95 ms | ratio ours/peer |", "|---|---:|---:|---:|",
-             f"| **{ours.name}** | {ours.median_ms:.1f} | {ours.p95_ms:.1f} | |"]
+def _loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def report(title: str, ours: Sample, peers: Sequence[Sample], target: str, out_dir: Path = RESULTS,
+           met: bool | None = None, notes: Sequence[str] = ()) -> str:
+    """Print one case's table and append it to ``out_dir/YYYY-MM-DD.md`` (header with the machine the
+    first time). ``met`` is the verdict on ``target`` (None: not judged); ``notes`` are printed below."""
+    u = ours.unit
+    verdict = "" if met is None else f" — **{'met' if met else 'NOT met'}**"
+    lines = [f"### {title}", "", f"target: {target}{verdict}", "",
+             f"| case | median {u} | p95 {u} | n | ratio ours/peer |", "|---|---:|---:|---:|---:|",
+             f"| **{ours.name}** | {ours.median_ms:.1f} | {ours.p95_ms:.1f} | {ours.n} | |"]
     for p in peers:
-        lines.append(f"| {p.name} | {p.median_ms:.1f} | {p.p95_ms:.1f} | "
-                     f"{ours.median_ms / p.median_ms:.2f}x |")
+        if not p.n:
+            lines.append(f"| {p.name} | n/a | n/a | 0 | {p.note or 'not run'} |")
+            continue
+        ratio = f"{ours.median_ms / p.median_ms:.2f}x" if ours.n and p.median_ms else ""
+        lines.append(f"| {p.name} | {p.median_ms:.1f} | {p.p95_ms:.1f} | {p.n} | {ratio} |")
+    # other work on the host skews every number: say how busy it was when the case finished
+    notes = [*notes, f"load average (1/5/15 min) at the end of the case: {_loadavg()}"]
+    lines += ["", *(f"- {n}" for n in notes)]
     text = "\n".join(lines) + "\n"
     print(text)
     out_dir.mkdir(parents=True, exist_ok=True)
