@@ -23,13 +23,37 @@ _GROUPS = (
     "orchestrator.cli.source_cmds",
     "orchestrator.cli.interop_cmds",
 )
+# which group registers each verb: a run imports only the group of its verb (start-up time is part of
+# every command's latency; the full set is imported for --help and unknown verbs)
+_VERB_GROUP = {
+    "validate": "manifest_cmds",
+    **dict.fromkeys(("apply", "diff", "plan", "get", "ps", "describe", "logs", "exec", "stats", "delete",
+                     "down"), "stack_cmds"),
+    "image": "image_cmds", "watch": "source_cmds", "gitops": "source_cmds",
+    "convert": "interop_cmds", "export": "interop_cmds",
+}
+_GLOBAL_WITH_VALUE = {"-o", "--output", "--log-format", "--log-level", "--root", "--runtime"}
 
 # every verb the product has; those no group registered yet are answered honestly
 ALL_VERBS = ("validate", "apply", "diff", "plan", "get", "ps", "describe", "logs", "exec", "stats",
              "delete", "down", "watch", "gitops", "image", "convert", "export")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _verb_of(argv: Sequence[str]) -> str | None:
+    """The verb an argument list invokes, found without building the full parser."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _GLOBAL_WITH_VALUE:
+            i += 2
+        elif arg.startswith("-"):
+            i += 1
+        else:
+            return arg if arg in _VERB_GROUP else None
+    return None
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     import importlib
 
     parser = argparse.ArgumentParser(prog="orchestrator",
@@ -44,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runtime", choices=("native", "runc"), default=None,
                         help="container runtime backend (default: native)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for modname in _GROUPS:
+    groups = (f"orchestrator.cli.{_VERB_GROUP[verb]}",) if verb in _VERB_GROUP else _GROUPS
+    for modname in groups:
         try:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as exc:
@@ -52,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         mod.register(sub)
-    for verb in ALL_VERBS:
-        if verb not in sub.choices:
-            p = sub.add_parser(verb, help=f"{verb} (not built yet)")
+    for name in ALL_VERBS if verb not in _VERB_GROUP else ():
+        if name not in sub.choices:
+            p = sub.add_parser(name, help=f"{name} (not built yet)")
             p.add_argument("rest", nargs=argparse.REMAINDER)
             p.set_defaults(func=_unbuilt)
     return parser
@@ -65,7 +90,8 @@ def _unbuilt(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_verb_of(argv))
     args, extra = parser.parse_known_args(argv)
     if extra and getattr(args, "func", None) is not _unbuilt:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -78,15 +104,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args, ctx))
     except errors.ManifestError as exc:
         for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
+            print(_scrub(f"error: {problem}"), file=sys.stderr)
         n = len(exc.problems)
         print(f"{n} problem{'s' if n != 1 else ''} found; nothing was changed", file=sys.stderr)
         return exc.exit_code
     except errors.OrchestratorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # an error may quote a container's output or a library's message: no secret value gets out
+        print(_scrub(f"error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _scrub(text: str) -> str:
+    from orchestrator.secrets.redact import scrub
+    return scrub(text)

@@ -71,7 +71,10 @@ class LinuxRuntime:
         self.log_max_bytes = log_max_bytes
         # the C half of the monitor (cmonitor.py); "" keeps the Python supervision loop
         self._supervisor = cmonitor.build(self.state_dir / ".bin") if c_supervisor else ""
-        self._server = ForkServer()
+        # started on first use: a no-op apply or a `ps` never forks anything, and the server is a
+        # second interpreter (~0.3-0.5 s of CPU to start). Popen is fork+exec, safe with threads running.
+        self._server_proc: ForkServer | None = None
+        self._server_lock = threading.Lock()
         # deleted state dirs are renamed here and removed by one background thread: on this host's ext4
         # the unlinks cost ~2 ms each, most of a delete; anything left by a crash is queued now
         self._trash = self.state_dir / ".trash"
@@ -88,8 +91,17 @@ class LinuxRuntime:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    @property
+    def _server(self) -> ForkServer:
+        with self._server_lock:
+            if self._server_proc is None:
+                self._server_proc = ForkServer()
+            return self._server_proc
+
     def close(self) -> None:
-        self._server.close()
+        with self._server_lock:
+            if self._server_proc is not None:
+                self._server_proc.close()
         self._doomed.put(None)
         self._sweeper.join()
 

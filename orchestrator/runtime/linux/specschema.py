@@ -15,8 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 _ROOT = "config-schema.json"
 _FILES = (_ROOT, "config-linux.json", "defs.json", "defs-linux.json")
 
@@ -43,6 +41,8 @@ def _validators(schema_dir: Path) -> tuple[Any, Any]:
     docs = {name: json.loads((schema_dir / name).read_text()) for name in _FILES}
     flat = _inline(docs[_ROOT], _ROOT, docs)
     seccomp = flat["properties"]["linux"]["properties"]["seccomp"]
+    import jsonschema  # here, not at the top: only a create pays its import, never a no-op pass
+
     return jsonschema.Draft4Validator(flat), jsonschema.Draft4Validator(seccomp)
 
 
