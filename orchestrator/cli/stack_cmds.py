@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.cli.context import Context
 from orchestrator.errors import ContainerNotFound, ReconcileError, UsageError
+from orchestrator.secrets.redact import scrub
 
 if TYPE_CHECKING:  # the heavy modules load inside the handlers: other verbs never pay for them
     from orchestrator.manifest.model import StackSet
@@ -103,7 +104,8 @@ def _source(paths: list[str]) -> str:
 
 def _options(args: argparse.Namespace | None) -> Options:
     from orchestrator.reconcile.execute import Options
-    progress = (lambda line: print(line, file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
+    progress = (lambda line: print(scrub(line), file=sys.stderr, flush=True)) if sys.stderr.isatty() \
+        else None
     fault = os.environ.get(FAULT_ENV, "")
     on_step = None
     if fault.isdigit():
@@ -126,7 +128,7 @@ def _report(ctx: Context, result: Result, dry_run: bool) -> int:
         ctx.emit(None, text=str(result.plan))
     if result.failures:
         for f in result.failures:
-            print(f"error: {f.target}: {f.message}", file=sys.stderr)
+            print(scrub(f"error: {f.target}: {f.message}"), file=sys.stderr)
         for stack in result.rolled_back:
             print(f"{stack}: rolled back to the previous generation", file=sys.stderr)
         return 1
@@ -148,8 +150,8 @@ def _lock(ctx: Context, wait: bool) -> Any:
 
 
 def apply_cmd(args: argparse.Namespace, ctx: Context) -> int:
-    from orchestrator import manifest
-    stackset = manifest.load(args.paths)
+    from orchestrator.cli.inputs import load_inputs
+    stackset = load_inputs(args.paths)
     with _session(ctx) as s:
         if args.dry_run:
             result = s.controller.reconcile_once(stackset, source=_source(args.paths), prune=args.prune,
@@ -195,11 +197,11 @@ def source_for(paths: Sequence[str | Path]) -> str:
 
 
 def down_cmd(args: argparse.Namespace, ctx: Context) -> int:
-    from orchestrator import manifest
     from orchestrator.manifest.model import StackSet
     names = set(args.stacks or ())
     if args.paths:
-        names |= {st.name for st in manifest.load(args.paths).stacks}
+        from orchestrator.cli.inputs import load_inputs
+        names |= {st.name for st in load_inputs(args.paths).stacks}
     with _session(ctx) as s, _lock(ctx, args.wait_lock):
         known = {st.name for st in s.inventory.stacks()} | {r.stack for r in s.inventory.containers()}
         unknown = sorted(names - known)
