@@ -31,7 +31,12 @@ def open_runtime(settings: Settings) -> Runtime:
     if settings.runtime == "native":
         from orchestrator.runtime.linux.native import LinuxRuntime
         return LinuxRuntime(settings.root / "runtime", settings.cgroup_root, settings.cgroup_parent)
-    raise UsageError(f"runtime {settings.runtime!r} is not available (supported: native)")
+    if settings.runtime == "runc":
+        # Debian's runc over the same bundles; what our supervisor adds (restart policies, in-memory
+        # config/secret files) is native-only, and a stack asking for files is refused at create
+        from orchestrator.runtime.runc import RuncRuntime
+        return RuncRuntime(settings.root / "runtime-runc")
+    raise UsageError(f"runtime {settings.runtime!r} is not available (supported: native, runc)")
 
 
 class Session:
@@ -65,11 +70,12 @@ class Session:
     @property
     def controller(self) -> Controller:
         if self._controller is None:
-            self._network = NetworkWiring(self.settings.db_path, self.runtime, self.inventory)
+            self._network = NetworkWiring(self.settings.db_path, self.runtime, self.inventory,
+                                          self.settings.containers_dir)
             self._controller = Controller(self.runtime, self.inventory, self.builder,
                                           resolve_image=self.resolve_image, network=self._network,
                                           updater=self.updater(), env=dict(os.environ),
-                                          limits=self._limits_reader())
+                                          limits=self._limits_reader(), upkeep=self._network)
         return self._controller
 
     def updater(self) -> Callable[[str, Mapping[str, Any]], None] | None:
