@@ -31,6 +31,7 @@ from orchestrator.runtime.files import FileSpec, check_files
 from orchestrator.runtime.linux import cmonitor, filemounts, restart
 from orchestrator.runtime.linux import statedir as sd
 from orchestrator.runtime.linux.forkserver import ForkServer
+from orchestrator.runtime.linux.serverpool import ServerPool
 from orchestrator.runtime.linux.spec import load_bundle
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -71,10 +72,7 @@ class LinuxRuntime:
         self.log_max_bytes = log_max_bytes
         # the C half of the monitor (cmonitor.py); "" keeps the Python supervision loop
         self._supervisor = cmonitor.build(self.state_dir / ".bin") if c_supervisor else ""
-        # started on first use: a no-op apply or a `ps` never forks anything, and the server is a
-        # second interpreter (~0.3-0.5 s of CPU to start). Popen is fork+exec, safe with threads running.
-        self._server_proc: ForkServer | None = None
-        self._server_lock = threading.Lock()
+        self._servers = ServerPool(max(1, min(4, os.cpu_count() or 1)))
         # deleted state dirs are renamed here and removed by one background thread: on this host's ext4
         # the unlinks cost ~2 ms each, most of a delete; anything left by a crash is queued now
         self._trash = self.state_dir / ".trash"
@@ -93,15 +91,12 @@ class LinuxRuntime:
 
     @property
     def _server(self) -> ForkServer:
-        with self._server_lock:
-            if self._server_proc is None:
-                self._server_proc = ForkServer()
-            return self._server_proc
+        """The first fork server (started if needed); for tests that look at its process."""
+        with self._servers.get() as server:
+            return server
 
     def close(self) -> None:
-        with self._server_lock:
-            if self._server_proc is not None:
-                self._server_proc.close()
+        self._servers.close()
         self._doomed.put(None)
         self._sweeper.join()
 
@@ -166,8 +161,8 @@ class LinuxRuntime:
                 prog = seccomp.compile_oci(spec["linux"]["seccomp"])
                 flags = seccomp.flags_value(spec["linux"]["seccomp"])
                 (cdir / sd.SECCOMP).write_bytes(prog)
-            with filemounts.payload_fd(files) as payload:
-                reply = self._server.request({
+            with filemounts.payload_fd(files) as payload, self._servers.get() as server:
+                reply = server.request({
                     "op": "create", "id": container_id, "state_dir": str(cdir), "bundle": str(bundle),
                     "spec": spec, "rootfs": [asdict(m) for m in rootfs], "cgroup": cgroup,
                     "seccomp": prog.hex(), "seccomp_flags": flags, "exec_fifo": str(cdir / sd.FIFO),
@@ -213,9 +208,9 @@ class LinuxRuntime:
         filemounts.check_update(self.state_dir / container_id, files)
         if not files:
             return []
-        with filemounts.payload_fd(files) as payload:
-            reply = self._server.request({"op": "files", "id": container_id, "pid": st.pid,
-                                          "start_time": st.pid_start_time, "files": True}, [payload])
+        with filemounts.payload_fd(files) as payload, self._servers.get() as server:
+            reply = server.request({"op": "files", "id": container_id, "pid": st.pid,
+                                      "start_time": st.pid_start_time, "files": True}, [payload])
         if not reply.get("ok"):
             raise _failure(reply.get("error", {}))
         rec = sd.read_json(self.state_dir / container_id / sd.STATE) or {}
@@ -386,7 +381,8 @@ class LinuxRuntime:
         req = {"op": "exec", "pid": st.pid, "start_time": st.pid_start_time, "argv": list(argv),
                "env": list(env), "cwd": cwd, "process": spec.get("process", {}), "cgroup": rec.get("cgroup"),
                "seccomp": prog.hex(), "seccomp_flags": flags}
-        return _run_exec(self._server, req, capture)
+        with self._servers.get() as server:
+            return _run_exec(server, req, capture)
 
     def logs(self, container_id: str, *, since: float = 0.0, follow: bool = False) -> Iterator[LogLine]:
         cdir = self.state_dir / container_id
