@@ -9,7 +9,8 @@ cyclic dependencies (the cycle is named ``a -> b -> a``) and ``healthy`` on a se
 healthcheck; references to undeclared volumes, networks, configs, secrets and ``container:`` services;
 mount sanity (sources, targets, duplicates); host port conflicts across ALL stacks; cpusets (syntax and
 CPUs this host has); limits in range (memory >= 4Mi, 0 < cpus <= host CPUs, reservation <= memory,
-swap >= memory, soft <= hard ulimits); secret env names; config and secret files that do not exist.
+swap >= memory, soft <= hard ulimits); sysctls a container may set (``orchestrator.policy``: namespaced
+ones only, with the service's own namespace); secret env names; config and secret files that do not exist.
 
 Neighbours: input from ``manifest.convert`` (models plus origins); run by ``manifest.load``.
 """
@@ -27,6 +28,7 @@ from orchestrator.errors import Problem
 from orchestrator.manifest import units
 from orchestrator.manifest.convert import Converted
 from orchestrator.manifest.loader import PathKey
+from orchestrator.policy import sysctl_refusal
 
 MIN_MEMORY = 4 * 1024 * 1024
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -272,6 +274,21 @@ def limits(stacks: Sequence[Converted], host: Host) -> list[Problem]:
     return out
 
 
+def sysctls(stacks: Sequence[Converted], host: Host) -> list[Problem]:
+    """Only namespaced sysctls, with the service's own namespace for them (``orchestrator.policy``,
+    runc's rule): anything else would be written to the HOST's /proc/sys."""
+    out = []
+    for c in stacks:
+        for s in c.stack.services:
+            for key, _value in s.security.sysctls:
+                why = sysctl_refusal(key, own_netns=s.network.mode != "host",
+                                     own_utsns=s.namespaces.uts == "private",
+                                     own_ipcns=s.namespaces.ipc == "private")
+                if why:
+                    out.append(c.problem(_svc(s.name, "security", "sysctls", key), why, key=True))
+    return out
+
+
 def secret_env(stacks: Sequence[Converted], host: Host) -> list[Problem]:
     out = []
     for c in stacks:
@@ -311,6 +328,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("host-ports", host_ports),
     ("cpusets", cpusets),
     ("limits", limits),
+    ("sysctls", sysctls),
     ("secret-env", secret_env),
     ("source-files", source_files),
 )

@@ -4,8 +4,10 @@ Runs in a double-forked child of the ``forkserver`` with the caller's stdin/stdo
 pipe passed in as file descriptors. It checks the container's init is still the process it was (pid +
 start time), joins its cgroup and every namespace it has that we do not share (user first), forks once
 more (joining a pid namespace only applies to children), and in that grandchild applies the container
-process's rlimits, user, capabilities, no_new_privs and seccomp filter before ``execve``. The status pipe
-receives one JSON message: ``{"exit_code": n}`` or ``{"error": {...}}``.
+process's rlimits, user, capabilities, no_new_privs and seccomp filter before ``execve``. It is
+non-dumpable from the start (a container process must not reach it through /proc), runs from the fork
+server's sealed interpreter copy, and resets signal dispositions and the blocked mask before ``execve``.
+The status pipe receives one JSON message: ``{"exit_code": n}`` or ``{"error": {...}}``.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ def _process_child(req: dict[str, Any], status_fd: int) -> NoReturn:
             init.install_seccomp(req)
         env = dict(e.split("=", 1) for e in process.get("env", []) if "=" in e)
         env.update(e.split("=", 1) for e in req.get("env", []) if "=" in e)
+        step = "find executable"             # a missing program: execve's own error, as before
+        init.check_executable(req["argv"][0], env, must_exist=False)
+        step = "signals"
+        init.reset_signals()            # python's ignored SIGPIPE/SIGXFSZ must not reach the program
         step = "execve"
         os.execvpe(req["argv"][0], req["argv"], env)
     except BaseException as exc:  # every failure is reported to the caller, then this process ends
@@ -77,6 +83,9 @@ def _process_child(req: dict[str, Any], status_fd: int) -> NoReturn:
 def run(req: dict[str, Any], fds: list[int]) -> NoReturn:
     stdin, stdout, stderr, status_fd = fds
     try:
+        # first, before joining anything: a container process must never reach our /proc/PID/exe, fds
+        # (the status pipe) or mem; the final execve makes the program dumpable again (init.make_undumpable)
+        init.make_undumpable()
         for target, fd in enumerate((stdin, stdout, stderr)):
             os.dup2(fd, target)
         for fd in {stdin, stdout, stderr} - {0, 1, 2}:

@@ -17,11 +17,16 @@ never inside the JSON; they are read into memory here and reach the container in
 
 Requests and replies are single JSON messages on a SOCK_SEQPACKET socketpair. The server exits when the
 client's end closes (the API process exited or was killed); monitors and containers live on.
+
+The server runs from a sealed memfd copy of the interpreter (``sealed_interpreter``), so no process that
+later execs into a container has the host's python binary as its ``/proc/self/exe``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import gc
 import json
 import os
@@ -36,6 +41,39 @@ from typing import Any, NoReturn
 from orchestrator.errors import RuntimeFailure
 
 _MAX_MSG = 4 << 20
+
+
+def sealed_interpreter() -> int:
+    """A sealed, close-on-exec memfd copy of the interpreter binary (runc's fix for CVE-2019-5736).
+
+    Every process that becomes a container process (init, exec helper) descends from a process exec'd
+    from this copy, so their ``/proc/self/exe`` (which a hostile image reaches with a command or a
+    ``#!/proc/self/exe`` script) is this memfd, never the host's python file: nothing a container holds
+    can be reopened for writing on the host, and the seals make the copy itself immutable. Only the
+    executable is copied; a shared libpython (pyenv builds link one by an absolute RUNPATH) is mapped
+    from the host file but is not reachable through /proc/self/exe, and the non-dumpable init and exec
+    helper keep /proc/PID/map_files out of the container's reach. Callers exec it via
+    ``/proc/self/fd/N`` with ``argv[0] = sys.executable`` and close their descriptor afterwards.
+    """
+    exe = os.path.realpath(sys.executable)
+    fd = os.memfd_create("orchestrator-python", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        src = os.open(exe, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size, done = os.fstat(src).st_size, 0
+            while done < size:
+                sent = os.sendfile(fd, src, done, size - done)
+                if sent == 0:
+                    raise OSError(errno.EIO, f"short copy of {exe}", exe)
+                done += sent
+        finally:
+            os.close(src)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _read_all(fd: int) -> bytes:
@@ -189,16 +227,24 @@ class ForkServer:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _MAX_MSG)
         self._lock = threading.Lock()
         self._sock = ours
+        exe = -1
         try:
+            exe = sealed_interpreter()
+            # argv[0] stays sys.executable: python derives sys.prefix / sys.path (and a venv) from it;
+            # only the binary the kernel maps (and /proc/self/exe) is the sealed copy
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator.runtime.linux.forkserver", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True)
+                [sys.executable, "-m", "orchestrator.runtime.linux.forkserver", str(theirs.fileno()),
+                 str(exe)],
+                executable=f"/proc/self/fd/{exe}", pass_fds=[theirs.fileno(), exe],
+                stdin=subprocess.DEVNULL, close_fds=True)
         except OSError as exc:
             ours.close()
             raise RuntimeFailure(f"cannot start the fork server: {exc}", op="spawn", path=sys.executable,
                                  errno=exc.errno or 0) from exc
         finally:
             theirs.close()
+            if exe >= 0:
+                os.close(exe)
 
     @property
     def pid(self) -> int:
@@ -228,6 +274,8 @@ class ForkServer:
 
 def main(argv: list[str]) -> None:
     sock = socket.socket(fileno=int(argv[1]))
+    if len(argv) > 2:
+        os.close(int(argv[2]))        # the sealed copy we were exec'd from: mapped now, fd not needed
     serve(sock)
 
 

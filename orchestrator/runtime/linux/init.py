@@ -14,10 +14,12 @@ list of steps, modelled on crun's ``container_init_setup`` and runc's ``standard
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
 import resource
+import signal
 import socket
 from typing import Any, NoReturn
 
@@ -25,6 +27,32 @@ from orchestrator.errors import RuntimeFailure
 from orchestrator.runtime.linux import filemounts, rootfs
 from orchestrator.runtime.linux import syscalls as sc
 from orchestrator.runtime.linux.spec import namespace_plan, rlimit_number
+
+PR_SET_DUMPABLE = 4        # <linux/prctl.h>
+
+
+def make_undumpable() -> None:
+    """PR_SET_DUMPABLE 0, as runc's nsexec does first (CVE-2016-9962): until ``execve`` this process is
+    the runtime's own program; a container process with the same uid and capabilities must not open its
+    /proc/PID/exe, fd/ (our channels) or mem (code injection before seccomp). Only ptrace-capable
+    (CAP_SYS_PTRACE) processes can then, and the container has none. The kernel makes the final program
+    dumpable again at its ``execve``; since 4.11 our own /proc/self files stay owned by the user
+    namespace's root, so nothing of the set-up needs us dumpable."""
+    sc.prctl(PR_SET_DUMPABLE, 0)
+
+
+def reset_signals() -> None:
+    """Every disposition back to SIG_DFL and an empty blocked mask, right before ``execve``: python
+    ignores SIGPIPE and SIGXFSZ and ignored signals survive ``execve`` (``yes | head`` would spin
+    forever); runc gives a container process SigIgn 0 and SigBlk 0."""
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):       # glibc's reserved real-time signals (32, 33): not ours
+            continue
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 class _Step:
@@ -70,6 +98,8 @@ def stage1(req: dict[str, Any], chan: socket.socket, stdio: tuple[int, int, int]
     by it, and fork the init into the new pid namespace."""
     step = _Step()
     try:
+        step.name = "dumpable"
+        make_undumpable()
         spec = req["spec"]
         plan = namespace_plan(spec)
         for flag, path in plan.joins:
@@ -111,6 +141,8 @@ def direct(req: dict[str, Any], chan: socket.socket, stdio: tuple[int, int, int]
     step = _Step()
     plan = namespace_plan(req["spec"])
     try:
+        step.name = "dumpable"       # before joining any namespace a container process lives in
+        make_undumpable()
         for flag, path in plan.joins:
             if flag != sc.CLONE_NEWPID:
                 step.name = f"join namespace {path}"
@@ -163,14 +195,60 @@ def install_seccomp(req: dict[str, Any]) -> None:
         seccomp.install(bytes.fromhex(req["seccomp"]), int(req.get("seccomp_flags", 0)))
 
 
-def _find_executable(process: dict[str, Any]) -> None:
-    arg0 = process["args"][0]
-    env = dict(e.split("=", 1) for e in process.get("env", []) if "=" in e)
+# openat2(2) (Linux 5.6; one number on every architecture). Here rather than in ``syscalls`` only because
+# that module is not this change's to edit; it belongs there.
+_SYS_OPENAT2 = 437
+_RESOLVE_NO_MAGICLINKS = 0x02
+_AT_FDCWD = -100
+# resolved once, when the fork server imports us, not in every container's init
+_SYSCALL = ctypes.CDLL(None, use_errno=True).syscall
+_SYSCALL.restype = ctypes.c_long
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def _through_magic_link(path: str) -> bool:
+    """True when resolving ``path`` crosses a /proc magic link (``/proc/self/exe``, ``/proc/PID/fd/N``,
+    directly or behind an image symlink): openat2 with RESOLVE_NO_MAGICLINKS then fails with ELOOP
+    where a plain open succeeds. Unknown (False) when openat2 is unavailable or filtered."""
+    how = _OpenHow(os.O_PATH | os.O_CLOEXEC, 0, _RESOLVE_NO_MAGICLINKS)
+    fd = _SYSCALL(_SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
+    if fd >= 0:
+        os.close(fd)
+        return False
+    if ctypes.get_errno() != errno.ELOOP:
+        return False
+    try:                                     # ELOOP from a plain symlink loop is not our business
+        os.close(os.open(path, os.O_PATH | os.O_CLOEXEC))
+    except OSError:
+        return False
+    return True
+
+
+def check_executable(arg0: str, env: dict[str, str], *, must_exist: bool = True) -> None:
+    """``arg0`` names an executable file of the container (PATH searched as ``execvpe`` will), reached
+    without a /proc magic link. ``/proc/self/exe`` of a runtime process is the interpreter that forked
+    it (a sealed memfd, see ``forkserver.sealed_interpreter``); refusing it outright is runc's second
+    line of defence against CVE-2019-5736 (a ``#!/proc/self/exe`` script is left to the memfd). With
+    ``must_exist`` False a missing program is left for ``execve`` to report."""
     candidates = [arg0] if "/" in arg0 else \
         [os.path.join(d or ".", arg0) for d in env.get("PATH", os.defpath).split(":")]
-    if not any(os.path.isfile(c) and os.access(c, os.X_OK) for c in candidates):
+    for cand in candidates:
+        if _through_magic_link(cand):
+            raise RuntimeFailure(f"executable {arg0!r} resolves through a /proc magic link ({cand}): "
+                                 "refused", op="exec", path=cand, errno=errno.ELOOP)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return
+    if must_exist:
         raise RuntimeFailure(f"executable file {arg0!r} not found in the container", op="exec", path=arg0,
                              errno=errno.ENOENT)
+
+
+def _find_executable(process: dict[str, Any]) -> None:
+    env = dict(e.split("=", 1) for e in process.get("env", []) if "=" in e)
+    check_executable(process["args"][0], env)
 
 
 def close_fds(keep: set[int]) -> None:
@@ -203,6 +281,8 @@ def container_init(req: dict[str, Any], chan: socket.socket, stdio: tuple[int, i
         root = spec["root"]["path"]
         new_mount_ns = not any(ns["type"] == "mount" and ns.get("path") for ns in linux.get("namespaces", []))
 
+        step.name = "dumpable"               # stage1/direct did already; cheap, and keeps this self-contained
+        make_undumpable()
         step.name = "stdio"
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
@@ -284,6 +364,7 @@ def container_init(req: dict[str, Any], chan: socket.socket, stdio: tuple[int, i
     try:
         if os.read(fifo, 1) != b"":
             env = dict(e.split("=", 1) for e in process.get("env", []) if "=" in e)
+            reset_signals()                  # last: python's SIG_IGN for SIGPIPE/SIGXFSZ must not leak
             os.execvpe(process["args"][0], process["args"], env)
     except OSError as exc:
         code = 126 if exc.errno in (errno.EACCES, errno.ENOEXEC) else 127

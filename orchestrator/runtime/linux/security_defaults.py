@@ -1,14 +1,31 @@
 """Security defaults every container starts from, as plain constants (and one pure sysctl check).
 
 Imported by ``runtime.oci`` (service -> OCI config), ``runtime.linux.rootfs`` (masked / read-only paths),
-``runtime.linux.capabilities`` (the default capability set) and the manifest checks (sysctl allowlist).
-Nothing here touches the kernel. The lists follow Docker/moby (``oci/defaults.go``, ``oci/caps``) and
-runc (``libcontainer/configs/validate``) so that a service behaves the same here as under those runtimes.
+``runtime.linux.capabilities`` (the default capability set) and ``runtime.linux.spec`` (sysctl allowlist).
+Nothing here touches the kernel; the sysctl allowlist is re-exported from the neutral
+``orchestrator.policy`` (the manifest checks use it too). The lists follow Docker/moby
+(``oci/defaults.go``, ``oci/caps``) and runc (``libcontainer/configs/validate``) so that a service
+behaves the same here as under those runtimes.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
+
+from orchestrator.policy import (
+    ALLOWED_SYSCTL_PREFIXES_IPC,
+    ALLOWED_SYSCTL_PREFIXES_NET,
+    ALLOWED_SYSCTLS,
+    ALLOWED_SYSCTLS_UTS,
+    sysctl_allowed,
+    sysctl_refusal,
+)
+
+__all__ = [
+    "ALLOWED_SYSCTLS", "ALLOWED_SYSCTLS_UTS", "ALLOWED_SYSCTL_PREFIXES_IPC", "ALLOWED_SYSCTL_PREFIXES_NET",
+    "DEFAULT_CAPABILITIES", "DEFAULT_NO_NEW_PRIVILEGES", "DEFAULT_RLIMITS", "DEFAULT_SECCOMP_PROFILE",
+    "MASKED_PATHS", "READONLY_PATHS", "Rlimit", "sysctl_allowed", "sysctl_refusal",
+]
 
 # Docker's default 14. Everything else (SYS_ADMIN, NET_ADMIN, SYS_PTRACE, SYS_MODULE, ...) must be added
 # explicitly with ``cap_add``.
@@ -54,43 +71,6 @@ READONLY_PATHS: tuple[str, ...] = (
     "/proc/sys",
     "/proc/sysrq-trigger",
 )
-
-# runc's validation list: these sysctls are namespaced (IPC ns) and therefore safe to set per container.
-ALLOWED_SYSCTLS: frozenset[str] = frozenset(
-    {
-        "kernel.msgmax",
-        "kernel.msgmnb",
-        "kernel.msgmni",
-        "kernel.sem",
-        "kernel.shmall",
-        "kernel.shmmax",
-        "kernel.shmmni",
-        "kernel.shm_rmid_forced",
-    }
-)
-# Prefixes allowed with the IPC namespace (fs.mqueue.*) or only with the container's own net namespace.
-ALLOWED_SYSCTL_PREFIXES_IPC: tuple[str, ...] = ("fs.mqueue.",)
-ALLOWED_SYSCTL_PREFIXES_NET: tuple[str, ...] = ("net.",)
-# Allowed only with the container's own UTS namespace.
-ALLOWED_SYSCTLS_UTS: frozenset[str] = frozenset({"kernel.domainname", "kernel.hostname"})
-
-
-def sysctl_allowed(name: str, *, own_netns: bool, own_utsns: bool = True) -> bool:
-    """True when ``name`` may be set for a container, by runc's rules.
-
-    ``net.*`` needs a private network namespace (otherwise it would change the host's network stack);
-    ``kernel.hostname``/``kernel.domainname`` need a private UTS namespace. Names may use ``/`` as
-    separator, as in /proc/sys paths.
-    """
-    key = name.replace("/", ".")
-    if key in ALLOWED_SYSCTLS or key.startswith(ALLOWED_SYSCTL_PREFIXES_IPC):
-        return True
-    if key.startswith(ALLOWED_SYSCTL_PREFIXES_NET):
-        return own_netns
-    if key in ALLOWED_SYSCTLS_UTS:
-        return own_utsns
-    return False
-
 
 class Rlimit(NamedTuple):
     """One OCI ``process.rlimits`` entry."""

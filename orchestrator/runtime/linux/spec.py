@@ -10,6 +10,7 @@ a list of small named checks for what our init relies on (runc's ``configs/valid
 from __future__ import annotations
 
 import json
+import os
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -160,19 +161,31 @@ def _namespaces(spec: dict[str, Any]) -> str:
     return ""
 
 
+_NS_PROC = {"network": "net", "uts": "uts", "ipc": "ipc"}
+
+
+def _own_namespace(spec: dict[str, Any], kind: str) -> bool:
+    """The container has its own ``kind`` namespace: a new one, or a joined one that is not the host's
+    (runc's ``isHostNetNS`` check, applied to uts and ipc too; "host" = this API process's)."""
+    for ns in spec.get("linux", {}).get("namespaces", []):
+        if ns.get("type") != kind:
+            continue
+        if not ns.get("path"):
+            return True
+        try:
+            theirs, ours = os.stat(ns["path"]), os.stat(f"/proc/self/ns/{_NS_PROC[kind]}")
+        except OSError:
+            return True           # the join itself fails later, with its own error
+        return (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino)
+    return False
+
+
 def _sysctls(spec: dict[str, Any]) -> str:
     """runc's rule: only namespaced sysctls, each with the container's own copy of its namespace (the
     init writes /proc/sys after pivot_root; a host knob written there changes the host)."""
-    linux = spec.get("linux", {})
-    sysctls = linux.get("sysctl") or {}
-    if not sysctls:
-        return ""
-    # a namespace entry (new, or joined by path) is the container's own; no entry means the host's
-    # (joining the host's own namespace by path is not detected here, as in runc for non-net kinds)
-    kinds = {ns.get("type") for ns in linux.get("namespaces", [])}
-    for key in sysctls:
-        why = sysctl_refusal(str(key), own_netns="network" in kinds, own_utsns="uts" in kinds,
-                             own_ipcns="ipc" in kinds)
+    for key in spec.get("linux", {}).get("sysctl") or {}:
+        why = sysctl_refusal(str(key), own_netns=_own_namespace(spec, "network"),
+                             own_utsns=_own_namespace(spec, "uts"), own_ipcns=_own_namespace(spec, "ipc"))
         if why:
             return f"linux.sysctl: {why}"
     return ""
