@@ -35,6 +35,7 @@ SETUP_TIMEOUT_S = 60.0
 DRAIN_AFTER_EXIT_S = 1.0     # processes of a shared pid namespace may hold our pipes after init exits
 _PARTIAL_MAX = 16384         # a line longer than this is logged in pieces
 FILES_FD = 5                 # the config/secret files payload across the supervisor's exec (restarts)
+EXE_FD = 6                   # the sealed interpreter (memfd) the restarter is exec'd from
 
 
 class LogWriter:
@@ -205,12 +206,22 @@ def _exec_supervisor(req: dict[str, Any], init_pid: int, out_r: int, err_r: int)
     # copies above 4 first, so the dup2s below cannot close one source with the other; the copies are
     # close-on-exec, the dup2 targets are not
     copies = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (out_r, err_r)]
+    targets = [3, 4]
+    policy = restart.from_annotations(req["spec"].get("annotations", {}))
     if req.get("files_fd") is not None:     # kept open (not close-on-exec) for the restarter: see below
         copies.append(fcntl.fcntl(int(req["files_fd"]), fcntl.F_DUPFD_CLOEXEC, 10))
-    for target, fd in zip((3, 4, FILES_FD), copies, strict=False):
+        targets.append(FILES_FD)
+    if policy.enabled:
+        # we run from the fork server's sealed memfd copy of python; the restarter must too, or a
+        # restarted container's init would have the host's python file as /proc/self/exe (a
+        # #!/proc/self/exe script could then reach it: the CVE-2019-5736 class)
+        exe = os.open("/proc/self/exe", os.O_RDONLY | os.O_CLOEXEC)
+        copies.append(fcntl.fcntl(exe, fcntl.F_DUPFD_CLOEXEC, 10))   # above the targets: a dup2 onto
+        os.close(exe)                                               # itself would keep close-on-exec
+        targets.append(EXE_FD)
+    for target, fd in zip(targets, copies, strict=True):
         os.dup2(fd, target)
     argv = [req["supervisor"], str(init_pid), req["state_dir"], str(int(req.get("log_max_bytes", 10 << 20)))]
-    policy = restart.from_annotations(req["spec"].get("annotations", {}))
     if policy.enabled:
         series = int((statedir.read_json(os.path.join(req["state_dir"], statedir.RESTARTS)) or {})
                      .get("series", 0))
@@ -227,9 +238,12 @@ def _keep_payload(payload: bytes) -> int:
     return fd
 
 
-def _restarter_argv(req: dict[str, Any]) -> list[str]:
-    # -P: the monitor's cwd is the CLI's, and must not shadow the installed package
-    return [sys.executable, "-P", "-m", "orchestrator.runtime.linux.restarter", req["state_dir"]]
+def _restarter_argv(req: dict[str, Any], exe: str = f"/proc/self/fd/{EXE_FD}") -> list[str]:
+    """[path to exec, argv...]: the sealed interpreter (at EXE_FD for the C supervisor; our own
+    /proc/self/exe in Python), run as ``sys.executable`` (python derives sys.prefix and a venv from
+    argv[0]). -P: the monitor's cwd is the CLI's, and must not shadow the installed package."""
+    return [exe, sys.executable, "-P", "-m", "orchestrator.runtime.linux.restarter",
+            req["state_dir"]]
 
 
 def _spawn(req: dict[str, Any], close_in_child: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -330,7 +344,7 @@ def _supervise_or_exec(req: dict[str, Any], init_pid: int, out_r: int, err_r: in
         statedir.write_json(os.path.join(req["state_dir"], statedir.EXIT), record)
         return
     from orchestrator.runtime.linux import restarter  # imports us: only here, never at the top
-    restarter.after_exit(req, record, _restarter_argv(req))
+    restarter.after_exit(req, record, _restarter_argv(req, "/proc/self/exe"))
 
 
 def _children() -> tuple[int, ...]:

@@ -166,7 +166,7 @@ def after_exit(req: dict[str, Any], ended: dict[str, Any], argv: list[str]) -> N
     if statedir.user_stopped(cdir):
         _final(cdir, ended)
         return
-    os.execv(argv[0], argv)
+    os.execv(argv[0], argv[1:])
 
 
 if __name__ == "__main__":

@@ -267,7 +267,7 @@ int main(int argc, char **argv) {
                 for (int i = 0; i < 2; i++)
                     if (fds[i].fd >= 0)
                         close(fds[i].fd);
-                execv(argv[9], argv + 9);
+                execv(argv[9], argv + 10);   /* argv[9]: the sealed interpreter, argv[10]: its argv[0] */
                 perror("orch-supervise: exec restarter");
             }
         }

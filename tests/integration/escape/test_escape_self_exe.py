@@ -110,10 +110,6 @@ def test_exec_shebang_proc_self_exe_does_not_run_a_host_binary(esc: Escape, tmp_
     assert not _ran_host_binary(out), f"exec ran the host's {parse(out).get('exe')} ({res.stderr!r})"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a restart runs the init from the restarter, which supervise.c execs as the host's "
-    "sys.executable (monitor._restarter_argv): its /proc/self/exe, and so a '#!/proc/self/exe' script's "
-    "interpreter, is the host python file, not the fork server's sealed copy"))
 def test_restarted_shebang_proc_self_exe_does_not_run_a_host_binary(esc: Escape, tmp_path: Path) -> None:
     top = tmp_path / "image-top"
     hostile_layer(top)
