@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import resource
 import signal
 import socket
+import struct
 from typing import Any, NoReturn
 
 from orchestrator.errors import RuntimeFailure
@@ -269,6 +271,16 @@ def _cgroup_joined(chan: socket.socket, new_cgroup_ns: bool) -> None:
         sc.unshare(sc.CLONE_NEWCGROUP)
 
 
+def loopback_up() -> None:
+    """Set IFF_UP on ``lo`` of our network namespace: two ioctls, no netlink library in the init."""
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        ifreq = struct.pack("16sH22x", b"lo", 0)              # struct ifreq: name, then ifr_flags
+        flags = struct.unpack("16sH22x", fcntl.ioctl(sock.fileno(), siocgifflags, ifreq))[1]
+        if not flags & iff_up:
+            fcntl.ioctl(sock.fileno(), siocsifflags, struct.pack("16sH22x", b"lo", flags | iff_up))
+
+
 def container_init(req: dict[str, Any], chan: socket.socket, stdio: tuple[int, int, int],
                    *, in_userns: bool, new_cgroup_ns: bool) -> NoReturn:
     """PID 1 of the container. Each step is named so a failure report says which one failed."""
@@ -334,6 +346,10 @@ def container_init(req: dict[str, Any], chan: socket.socket, stdio: tuple[int, i
             sc.sethostname(spec["hostname"])
         if spec.get("domainname"):
             sc.setdomainname(spec["domainname"])
+        step.name = "loopback"               # a new network namespace starts with lo down (Docker and
+        if any(ns["type"] == "network" and not ns.get("path")   # podman bring it up, network none too)
+               for ns in linux.get("namespaces", [])):
+            loopback_up()
         step.name = "rlimits"
         for rl in process.get("rlimits", []):
             resource.setrlimit(rlimit_number(rl["type"]), (int(rl["soft"]), int(rl["hard"])))
