@@ -55,6 +55,8 @@ def _structlog() -> Any:
                 structlog.contextvars.merge_contextvars,
                 structlog.processors.add_log_level,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
+                # JSON lines carry the exception as text (the console renderer formats it itself)
+                *([structlog.processors.format_exc_info] if _config["fmt"] == "json" else []),
                 # the rendered line is scrubbed of every secret value this process resolved: this
                 # also covers what the renderer adds itself (an exception's text, a traceback)
                 scrubbing_renderer(renderer),

@@ -1,4 +1,7 @@
-"""What every CLI handler gets: the settings and the chosen output format, plus output helpers."""
+"""What every CLI handler gets: the settings and the chosen output format, plus output helpers.
+
+All output written here is scrubbed by the process-wide secret Redactor (``secrets.redact``).
+"""
 
 from __future__ import annotations
 
@@ -20,20 +23,29 @@ class Context:
 
     def emit(self, data: Any, *, headers: Sequence[str] = (), rows: Sequence[Sequence[Any]] = (),
              text: str | None = None) -> None:
-        """Print ``data`` as json/yaml, or for humans as ``text`` or a table of ``rows``."""
+        """Print ``data`` as json/yaml, or for humans as ``text`` or a table of ``rows``.
+
+        Whatever the format, the text is scrubbed of every secret value this process resolved
+        (``secrets.redact``) before it is written: values show as ``<redacted sha256:abcd1234…>``."""
+        from orchestrator.secrets.redact import scrub
         if self.output == "json":
-            json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
-            sys.stdout.write("\n")
+            out = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
         elif self.output == "yaml":
-            yaml.safe_dump(data, sys.stdout, sort_keys=True, default_flow_style=False)
+            out = yaml.safe_dump(data, sort_keys=True, default_flow_style=False)
         elif text is not None:
-            sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+            out = text if text.endswith("\n") or not text else text + "\n"
         else:
-            print_table(headers, rows)
+            out = format_table(headers, rows)
+        sys.stdout.write(scrub(out))
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h).upper() for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "".join("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n"
+                   for row in cells)
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    cells = [[str(h).upper() for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        sys.stdout.write("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+    from orchestrator.secrets.redact import scrub
+    sys.stdout.write(scrub(format_table(headers, rows)))

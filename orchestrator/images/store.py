@@ -137,8 +137,24 @@ class ImageStore:
         return self._image(records[image_id], names)
 
     # ---- writing ----------------------------------------------------------------------------------
+    def _private_root(self) -> None:
+        """The store root is 0700: layers keep the modes of the image (setuid binaries, device nodes),
+        so no host user but root may reach them (Docker: image dirs 0700). Missing parents (a fresh
+        state root) are made 0711."""
+        try:
+            for parent in reversed(self.root.absolute().parents):
+                if not parent.exists():
+                    parent.mkdir(mode=0o711)
+                    os.chmod(parent, 0o711)          # mkdir's mode is filtered by the umask
+            self.root.mkdir(mode=0o700, exist_ok=True)
+            if self.root.stat().st_mode & 0o7777 != 0o700:
+                os.chmod(self.root, 0o700)
+        except OSError as exc:
+            raise ImageError(f"cannot create the image store {self.root}: {exc.strerror}") from exc
+
     @contextmanager
     def _locked(self) -> Iterator[None]:
+        self._private_root()
         for sub in ("tmp", "blobs/sha256", "layers", "l", "records"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

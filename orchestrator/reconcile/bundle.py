@@ -8,6 +8,17 @@ layers as overlay lowers, or a ``rootfs:`` directory) for the runtime to mount i
 mount namespace. Named volumes are directories under ``<root>/volumes``. Configs and secrets never
 touch the disk here: their contents go to ``runtime.create(files=...)`` (see ``reconcile.controller``).
 
+Name resolution files: a container with its own network namespace (``bridge``, ``none``) gets
+``<bundle>/hosts``, ``hostname`` and ``resolv.conf`` bind-mounted read-only on /etc; ``reconcile.network``
+fills in the hosts file once the container has addresses and rewrites it IN PLACE (same inode, so the
+bind stays valid) whenever the stack's names change. Mode ``host`` binds the host's /etc/hosts and
+/etc/resolv.conf; mode ``container:NAME`` gets a static hosts file (localhost and its hostname). A
+read-only rootfs gets none of them yet (see ``prepare``).
+
+Permissions (why): a container's root can plant setuid binaries and device nodes in its overlay upper
+dir, a host directory. The state root is 0711 and ``containers/`` and each bundle 0700 (Docker:
+0710/0700), so no host user but root can reach them.
+
 Neighbours: ``runtime.oci`` (pure spec), ``images.store``, ``runtime.linux.seccomp_profiles``; called by
 ``reconcile.execute`` through the ``Builder`` protocol.
 """
@@ -31,6 +42,12 @@ from orchestrator.manifest.model import Service
 from orchestrator.runtime import oci
 from orchestrator.runtime.base import Mount
 from orchestrator.runtime.linux import capabilities, seccomp_profiles
+from orchestrator.runtime.linux.network.hosts import (
+    container_hosts,
+    host_nameservers,
+    hostname_file,
+    resolv_conf,
+)
 from orchestrator.settings import Settings
 from orchestrator.state.desired import DesiredContainer
 
@@ -48,6 +65,23 @@ def device_numbers(service: Service) -> dict[str, tuple[int, int]]:
             raise ReconcileError(f"service {service.name}: device {p}: {exc.strerror}") from exc
         out[p] = (os.major(rdev), os.minor(rdev))
     return out
+
+
+ROOT_MODE = 0o711          # others may traverse to what is meant for them (nothing yet), not list
+PRIVATE_MODE = 0o700       # containers/ and every bundle: root only
+DISCOVERY_FILES = ("hosts", "hostname", "resolv.conf")
+_BIND_RO = ["rbind", "rprivate", "ro", "nosuid", "nodev", "noexec"]
+
+
+def private_dir(path: Path, mode: int) -> None:
+    """``path`` exists with exactly ``mode`` (mkdir's mode is filtered by the umask, so chmod after)."""
+    path.mkdir(mode=mode, exist_ok=True)
+    if path.stat().st_mode & 0o7777 != mode:
+        os.chmod(path, mode)
+
+
+def hostname_of(dc: DesiredContainer) -> str:
+    return dc.spec.hostname or f"{dc.service}-{dc.replica}"
 
 
 class BundleBuilder:
@@ -98,8 +132,18 @@ class BundleBuilder:
         cdir = self.settings.containers_dir / cid
         cfg = self.config(dc, image, netns_path)
         try:
+            self._private_dirs(cdir)
             for d in (cdir / "rootfs", cdir / "upper", cdir / "work"):
-                d.mkdir(parents=True, exist_ok=True)
+                d.mkdir(exist_ok=True)
+            discovery = self._discovery(dc, cid, cdir)
+            if svc.security.read_only_rootfs:
+                # the overlay is mounted "ro" from the start, so the runtime cannot create a missing
+                # mount point; make them in the (still empty) upper dir, as Docker's init layer does
+                for m in discovery:
+                    point = cdir / "upper" / m["destination"].lstrip("/")
+                    point.parent.mkdir(parents=True, exist_ok=True)
+                    point.touch(exist_ok=True)
+            cfg["mounts"] += discovery
             tmp = cdir / "config.json.tmp"
             tmp.write_text(json.dumps(cfg, indent=1, sort_keys=True))
             os.replace(tmp, cdir / "config.json")
@@ -111,6 +155,31 @@ class BundleBuilder:
         else:
             mounts = dir_rootfs_mounts(Path(svc.rootfs), cdir / "upper", cdir / "work", readonly=ro)
         return cdir, mounts
+
+    def _private_dirs(self, cdir: Path) -> None:
+        root = self.settings.root
+        if not root.exists():
+            # only a root we create gets its mode set: ORCHESTRATOR_ROOT may name a shared directory
+            root.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(root, ROOT_MODE)
+        private_dir(self.settings.containers_dir, PRIVATE_MODE)
+        private_dir(cdir, PRIVATE_MODE)
+
+    def _discovery(self, dc: DesiredContainer, cid: str, cdir: Path) -> list[dict[str, Any]]:
+        """Write the bundle's name resolution files; return their bind mounts (after every other mount,
+        so a volume on /etc does not hide them)."""
+        mode = dc.spec.network.mode
+        if mode == "host":
+            return [{"destination": f"/etc/{name}", "type": "bind", "source": f"/etc/{name}",
+                     "options": list(_BIND_RO)}
+                    for name in ("hosts", "resolv.conf") if os.path.isfile(f"/etc/{name}")]
+        hostname = hostname_of(dc)
+        texts = {"hosts": container_hosts(cid, (), hostname), "hostname": hostname_file(hostname),
+                 "resolv.conf": resolv_conf(host_nameservers() if mode == "bridge" else [])}
+        for name, text in texts.items():
+            (cdir / name).write_text(text)
+        return [{"destination": f"/etc/{name}", "type": "bind", "source": str(cdir / name),
+                 "options": list(_BIND_RO)} for name in DISCOVERY_FILES]
 
     def resources(self, dc: DesiredContainer) -> Mapping[str, Any]:
         return oci.resources(dc.spec.resources, device_numbers(dc.spec))

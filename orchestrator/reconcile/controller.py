@@ -23,24 +23,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 from orchestrator.errors import ReconcileError
 from orchestrator.manifest.model import StackSet
-from orchestrator.reconcile.actions import Plan
+from orchestrator.reconcile.actions import Action, Plan
+from orchestrator.reconcile.diff import CONTENT_IN_PLACE, CONTENT_RESTART
 from orchestrator.reconcile.execute import Builder, Executor, Failure, NetworkHook, Options
 from orchestrator.reconcile.health import Prober
 from orchestrator.reconcile.plan import make_plan
 from orchestrator.runtime.base import Runtime
 from orchestrator.runtime.files import FileSpec, file_specs
+from orchestrator.secrets import redact
 from orchestrator.secrets.digest import Resolved, config_items, resolve_stack, secret_items
+from orchestrator.secrets.ledger import DigestLedger, content_reason, mounted
+from orchestrator.secrets.redact import Scrubbing
 from orchestrator.state import canonical
 from orchestrator.state.desired import DesiredContainer, DesiredState, desired_state
 from orchestrator.state.observed import ObservedState, observe, with_limits
 from orchestrator.store.inventory import Inventory
 
+# per-pass housekeeping after the plan ran or was empty (``reconcile.network.NetworkWiring.upkeep``:
+# hosts files kept current, networks dropped from a stack removed); it writes only what changed
+Upkeep = Callable[[DesiredState], None]
+
 REQUEUE_CONVERGED_S = 30.0
 REQUEUE_FAILED_S = 5.0
+_SCRUBBED = ("event", "journal", "set_stack_status", "record_health")
 
 
 @dataclass(frozen=True)
@@ -63,8 +72,14 @@ class Controller:
                  network: NetworkHook | None = None,
                  updater: Callable[[str, Mapping[str, Any]], None] | None = None,
                  env: Mapping[str, str] | None = None,
-                 limits: Callable[[str], tuple[int | None, int | None]] | None = None) -> None:
-        self.runtime, self.inventory, self.builder = runtime, inventory, builder
+                 limits: Callable[[str], tuple[int | None, int | None]] | None = None,
+                 upkeep: Upkeep | None = None) -> None:
+        self.upkeep = upkeep
+        # events, journal details, status messages and probe output may quote an error or a container's
+        # output: scrubbed of every secret value this process resolved before they reach the store
+        self.runtime, self.builder = runtime, builder
+        self.inventory = cast(Inventory, Scrubbing(inventory, _SCRUBBED))
+        self._ledger = DigestLedger(inventory.store)   # digests a container was made from (reasons)
         self.resolve_image = resolve_image
         self.prober = prober
         self.network = network
@@ -89,6 +104,7 @@ class Controller:
                         raise ReconcileError(f"service {stack.name}/{svc.name}: secrets as environment "
                                              "variables are not supported by the runtime yet")
                 self._resolved[stack.name] = resolve_stack(stack, self.env)
+                redact.register(self._resolved[stack.name].secrets.values())
         digests = {name: r.digests() for name, r in self._resolved.items()}
         return desired_state(stackset, ids, source, digests)
 
@@ -110,7 +126,30 @@ class Controller:
             observed = with_limits(observed, self.limits)
         plan = make_plan(desired, observed, prune=prune, remove=remove, remove_volumes=remove_volumes,
                          enforce_restart=enforce_restart)
-        return plan, desired, observed
+        return self._content_reasons(plan, desired, observed), desired, observed
+
+    def _digests_of(self, dc: DesiredContainer) -> dict[str, str]:
+        resolved = self._resolved.get(dc.stack)
+        return mounted(dc.spec, resolved.digests()) if resolved is not None else {}
+
+    def _content_reasons(self, plan: Plan, desired: DesiredState, observed: ObservedState) -> Plan:
+        """Replace diff's generic content-change reasons by ``config x changed (sha256 a1b2 -> c3d4)``,
+        from the digests the existing container was made from (recorded when it was made)."""
+        generic = {"recreate": CONTENT_RESTART, "update": CONTENT_IN_PLACE}
+        out: list[Action] = []
+        for a in plan.actions:
+            dc = desired.containers.get(a.target)
+            if a.kind in generic and a.container_id and dc is not None and \
+                    (dc.spec.configs or dc.spec.secrets):
+                rec = next((o.record for o in observed.containers.get(a.target, ())
+                            if o.id == a.container_id), None)
+                old = self._ledger.lookup(rec.config_hash) if rec is not None else None
+                why = content_reason(old, self._digests_of(dc), dc.spec, restart_only=a.kind == "recreate") \
+                    if old is not None else ""
+                if why:
+                    a = replace(a, reason=why if a.reason == generic[a.kind] else f"{a.reason}; {why}")
+            out.append(a)
+        return replace(plan, actions=tuple(out))
 
     def reconcile_once(self, stackset: StackSet, *, source: str = "", prune: bool = True,
                        dry_run: bool = False, options: Options | None = None,
@@ -126,7 +165,12 @@ class Controller:
             if not dry_run and observed.interrupted:
                 # the crashed apply's last steps had already converged: acknowledge it once
                 self.inventory.close_journal()
+            if not dry_run and self.upkeep is not None:
+                self.upkeep(desired)
             return Result(bool(plan), plan, requeue)
+        # digests only (safe to store): what the next plan's reasons compare against
+        self._ledger.record({dc.config_hash: self._digests_of(dc) for dc in desired.containers.values()
+                             if dc.spec.configs or dc.spec.secrets})
         opts = options or Options()
         ex = Executor(self.runtime, self.inventory, self.builder, desired, observed, opts, prober=self.prober,
                       network=self.network, updater=self.updater,
@@ -153,6 +197,8 @@ class Controller:
             rolled.append(stack)
             self.inventory.set_stack_status(stack, "rolled-back", f"{msg} (rolled back to generation {prev})")
             self.inventory.event(stack, stack, "rollback", f"restored generation {prev}: {msg}")
+        if self.upkeep is not None:
+            self.upkeep(desired)
         return Result(True, plan, min(REQUEUE_FAILED_S, requeue) if failures else requeue, failures,
                       tuple(rolled), rollback_plan)
 

@@ -41,6 +41,10 @@ _ALIVE = (Status.RUNNING, Status.CREATED)
 # since create, and "true" while a restart is pending
 SUPERVISOR_RESTARTS = "org.orchestrator.restarts"
 SUPERVISOR_RESTARTING = "org.orchestrator.restarting"
+# generic reasons for a content change of a config/secret; the controller, which can read the digests
+# a container was made from (secrets.ledger), replaces them with "config x changed (sha256 a1b2 -> c3d4)"
+CONTENT_RESTART = "content of a restart-on-change config or secret changed"
+CONTENT_IN_PLACE = "content of a config or secret changed (rewritten in place)"
 
 
 def diff(desired: DesiredState, observed: ObservedState, *, prune: bool = True,
@@ -237,7 +241,7 @@ def _spec_reason(dc: DesiredContainer, o: ObservedContainer, observed: ObservedS
     if o.record.image_id != dc.image_id and not any(p.startswith("image:") for p in parts):
         parts.append(f"image id: {_short_id(o.record.image_id)} -> {_short_id(dc.image_id)}")
     if not parts and (dc.spec.configs or dc.spec.secrets):
-        return "content of a restart-on-change config or secret changed"
+        return CONTENT_RESTART
     return "; ".join(parts) or f"spec hash: {o.record.spec_hash} -> {dc.spec_hash}"
 
 
@@ -256,7 +260,7 @@ def _update_reason(dc: DesiredContainer, o: ObservedContainer, observed: Observe
     if o.record.resources_hash != dc.resources_hash:
         return "resources changed"
     if dc.spec.configs or dc.spec.secrets:
-        return "content of a config or secret changed (rewritten in place)"
+        return CONTENT_IN_PLACE
     return "config changed"
 
 

@@ -3,7 +3,9 @@
     sources      Config/Secret (manifest.model) -> bytes / SecretValue; ManifestError naming the line
     value        SecretValue: bytes in memory that print as <redacted sha256:abcd1234…>
     digest       digest maps (KIND:NAME -> sha256), per-mount Change reasons, restart_digest
-    redact       Redactor.scrub, the structlog processor, the JSON encoder for -o json
+    redact       Redactor.scrub; the process-wide Redactor every output path scrubs through (logs,
+                 ctx.emit, CLI errors, the store's writes via Scrubbing); the JSON encoder
+    ledger       config hash -> digests a container was made from (plan reasons "sha256 a1b2 -> c3d4")
     materialise  files under a dest dir with uid/gid/mode: atomic, O_NOFOLLOW, no escapes; rotate
     tmpfs        the per-container tmpfs (noswap) the secret files are written to
 

@@ -10,8 +10,11 @@ Values shorter than ``MIN_LEN`` bytes are not scrubbed from free text: replacing
 would destroy it while hinting at the value; nor are values over ``MAX_SCRUB_BYTES``; such secrets are
 still never printed through SecretValue. The pattern is a trie regex, rebuilt lazily after a change.
 
-Wiring: ``redact_processor(redactor)`` is a structlog processor (place it after ``format_exc_info`` and
-before the renderer) scrubbing every event-dict value; ``RedactingEncoder``/``dumps`` are for ``-o json``.
+Wiring: one Redactor per process (``process_redactor``; ``register`` from the reconciler at plan time,
+``scrub`` for any text); ``scrubbing_renderer`` wraps the structlog renderer (``logs``), so exceptions
+are scrubbed too; ``Scrubbing`` proxies the inventory so events and journal details are scrubbed before
+they are stored; ``redact_processor`` (an event-dict processor) and ``RedactingEncoder``/``dumps`` serve
+callers holding their own Redactor.
 
 Neighbours: values from ``secrets.sources``; used by ``logs`` set-up and the CLI output functions.
 """
@@ -205,3 +208,70 @@ class RedactingEncoder(json.JSONEncoder):
 
 def dumps(obj: Any, redactor: Redactor, **kwargs: Any) -> str:
     return json.dumps(obj, cls=RedactingEncoder, redactor=redactor, **kwargs)
+
+
+# -- the process-wide redactor ---------------------------------------------------------------------
+# One per process: the reconciler registers every secret value it resolves (at plan time), and every way
+# text leaves the process — the log renderer, ``ctx.emit``, the CLI's error lines, events written to the
+# store — scrubs through it. A verb that resolves no manifest (``ps``, ``logs``) has it empty: what it
+# prints comes from the store, which was scrubbed on the way in.
+_PROCESS = Redactor()
+
+
+def process_redactor() -> Redactor:
+    """The Redactor shared by everything in this process."""
+    return _PROCESS
+
+
+def register(values: Iterable[SecretValue]) -> None:
+    """Make ``values`` known to the process-wide Redactor (idempotent: keyed by digest)."""
+    for v in values:
+        _PROCESS.add(v)
+
+
+def scrub(text: str) -> str:
+    """``text`` with every known secret value replaced by its redaction."""
+    return _PROCESS.scrub(text)
+
+
+def scrubbing_renderer(renderer: Callable[[Any, str, EventDict], Any],
+                       redactor: Redactor | None = None) -> Callable[[Any, str, EventDict], Any]:
+    """Wrap a structlog renderer so its final text is scrubbed: this also covers what the renderer
+    adds itself (a formatted traceback, an exception's message), which no earlier processor sees."""
+    r = redactor or _PROCESS
+
+    def render(logger: Any, method: str, event_dict: EventDict) -> Any:
+        out = renderer(logger, method, event_dict)
+        return r.scrub(out) if isinstance(out, str) else out
+
+    return render
+
+
+class Scrubbing:
+    """A transparent proxy scrubbing the string arguments of chosen methods before they run.
+
+    Used around the store's inventory so that events, journal details, stack status messages and
+    probe output (which may quote a container's output) are scrubbed before they reach SQLite:
+    ``Scrubbing(inventory, {"event", "journal"})``. Every other attribute passes through untouched."""
+
+    def __init__(self, target: Any, methods: Iterable[str], redactor: Redactor | None = None) -> None:
+        self._target = target
+        self._methods = frozenset(methods)
+        self._redactor = redactor or _PROCESS
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if name not in self._methods or not callable(attr):
+            return attr
+        r = self._redactor
+
+        def scrubbed(*args: Any, **kwargs: Any) -> Any:
+            if len(r):
+                args = tuple(r.scrub(a) if isinstance(a, str) else a for a in args)
+                kwargs = {k: r.scrub(v) if isinstance(v, str) else v for k, v in kwargs.items()}
+            return attr(*args, **kwargs)
+
+        return scrubbed
+
+    def __repr__(self) -> str:
+        return f"<Scrubbing {self._target!r}>"

@@ -73,7 +73,8 @@ def _mkdirs(path: str) -> None:
 def _touch(path: str) -> None:
     _mkdirs(os.path.dirname(path))
     try:
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+        # O_RDONLY: an existing file on a read-only root (readonlyRootfs) is a fine mount point
+        os.close(os.open(path, os.O_CREAT | os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
     except OSError as exc:
         raise RuntimeFailure(f"cannot create mount point: {exc.strerror}", op="create", path=path,
                              errno=exc.errno or 0) from exc

@@ -221,14 +221,14 @@ def test_configs_and_secrets_delivered_recreated_or_rotated(tmp_path: Path) -> N
     # the config restarts on change (default): a recreate
     plan = w.plan(build("a=2"))
     assert [(a.kind, a.reason) for a in plan.actions if a.kind != "generation"] == [
-        ("recreate", "content of a restart-on-change config or secret changed")]
+        ("recreate", "config app.conf changed (sha256 c22f -> d304)")]    # sha256 of a=1, a=2
     assert w.apply(build("a=2")).ok
     cid = w.running()["shop/api-1"]
     # the secret says signal: rewritten in place, then SIGHUP; same container
     secret_file.write_text("n3w")
     plan = w.plan(build("a=2"))
     assert [(a.kind, a.reason) for a in plan.actions] == [
-        ("update", "content of a config or secret changed (rewritten in place)")]
+        ("update", "secret db changed (sha256 1ec1 -> 1dd4), onChange signal:SIGHUP")]
     w.rt.calls.clear()
     assert w.apply(build("a=2")).ok
     assert w.running()["shop/api-1"] == cid and w.rt.files[cid]["/run/secrets/db"] == b"n3w"

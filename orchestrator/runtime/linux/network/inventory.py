@@ -58,6 +58,29 @@ def _row(r: tuple[str, str, str, str, str, str, int]) -> NetworkRow:
                       internal=bool(r[6]))
 
 
+def read_attachments(conn: sqlite3.Connection) -> list[AttachmentRow]:
+    """Every attachment row, read-only: [] when the network layer never ran (no table), so a caller on
+    a no-op pass neither creates tables nor writes anything."""
+    try:
+        return Inventory.select_attachments(conn)
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise StateError(f"network inventory: cannot read attachments: {exc}") from exc
+
+
+def read_networks(conn: sqlite3.Connection) -> list[NetworkRow]:
+    """Every network row, read-only ([] without the table, as ``read_attachments``)."""
+    try:
+        rows = conn.execute("SELECT key, stack, name, bridge, subnet, gateway, internal FROM net_networks "
+                            "ORDER BY key").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise StateError(f"network inventory: cannot read networks: {exc}") from exc
+    return [_row(r) for r in rows]
+
+
 class Inventory:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -88,6 +111,11 @@ class Inventory:
 
     # attachments
     def attachments(self, container: str | None = None, network: str | None = None) -> list[AttachmentRow]:
+        return self.select_attachments(self.conn, container, network)
+
+    @staticmethod
+    def select_attachments(conn: sqlite3.Connection, container: str | None = None,
+                           network: str | None = None) -> list[AttachmentRow]:
         sql = ("SELECT container, network, host_ifname, ifname, address, aliases, healthy "
                "FROM net_attachments WHERE 1 = 1")
         args: list[str] = []
@@ -97,7 +125,7 @@ class Inventory:
         if network is not None:
             sql += " AND network = ?"
             args.append(network)
-        rows = self.conn.execute(sql + " ORDER BY container, ifname", args)
+        rows = conn.execute(sql + " ORDER BY container, ifname", args)
         return [AttachmentRow(r[0], r[1], r[2], r[3], r[4], tuple(r[5].split()), bool(r[6])) for r in rows]
 
     def put_attachment(self, row: AttachmentRow) -> None:
