@@ -1,0 +1,1 @@
+"""orchestrator: a declarative container orchestrator for one Linux host (see README.md)."""

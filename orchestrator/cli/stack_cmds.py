@@ -38,13 +38,12 @@ FAULT_ENV = "ORCHESTRATOR_FAULT_AFTER_STEP"
 
 
 def _duration(text: str) -> float:
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
-    for suffix in sorted(units, key=len, reverse=True):
-        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
-            return float(text[: -len(suffix)]) * units[suffix]
-    if text.replace(".", "", 1).isdigit():
-        return float(text)
-    raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 90s, 5m)")
+    """Durations as manifests write them (``500ms``, ``90s``, ``1m30s``, or bare seconds)."""
+    from orchestrator.manifest.units import parse_duration
+    try:
+        return parse_duration(float(text) if text.replace(".", "", 1).isdigit() else text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 90s, 5m, 1m30s)") from exc
 
 
 def register(sub: Any) -> None:

@@ -1,0 +1,1 @@
+"""The content-addressed image store: archive import, safe layer extraction, overlay mounts."""

@@ -1,0 +1,1 @@
+"""Where manifests come from when the orchestrator runs continuously: file watch and GitOps."""

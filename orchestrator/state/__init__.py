@@ -1,0 +1,1 @@
+"""Pure values of the reconciler: desired state, observed state, lifecycle, canonical forms."""

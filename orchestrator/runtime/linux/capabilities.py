@@ -170,10 +170,6 @@ def set_no_new_privs() -> None:
     _prctl("prctl(PR_SET_NO_NEW_PRIVS)", PR_SET_NO_NEW_PRIVS, 1)
 
 
-def get_no_new_privs() -> bool:
-    return _prctl("prctl(PR_GET_NO_NEW_PRIVS)", PR_GET_NO_NEW_PRIVS) == 1
-
-
 def _masks(process_capabilities: Mapping[str, Sequence[str]]) -> dict[str, int]:
     unknown = set(process_capabilities) - set(_SETS)
     if unknown:
