@@ -11,9 +11,11 @@ the same code path ``orchestrator apply`` uses.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -87,17 +89,26 @@ def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
         if not p.exists():
             raise UsageError(f"{p}: no such file or directory")
     from orchestrator.cli.stack_cmds import source_for
+    from orchestrator.store import open_store
     apply = _applier(ctx, args.prune, source_for(paths))
+    inventory = open_store(ctx.settings.db_path)   # read-only here: the events of each pass's changes
+    shown_problems: list[str] = []                   # the invalid edit last reported (not every resync)
+    shown_failure = [""]                             # the failed pass last reported
 
     def one_pass(trigger: str) -> PassOutcome:
         try:
             stackset = load(paths)
         except ManifestError as exc:
             # an invalid edit never tears anything down: report and keep the last good state
-            for problem in exc.problems:
-                print(f"error: {problem}", file=sys.stderr)
-            print("invalid manifests: nothing changed; waiting for the next save", file=sys.stderr)
+            problems = [str(p) for p in exc.problems]
+            if problems != shown_problems:
+                for problem in problems:
+                    print(f"error: {problem}", file=sys.stderr)
+                print("invalid manifests: nothing changed; waiting for the next save", file=sys.stderr)
+                shown_problems[:] = problems
             return PassOutcome(ok=False, message=f"{len(exc.problems)} problems")
+        shown_problems.clear()
+        started = time.time()
         try:
             out: PassOutcome = apply(stackset)
         except OrchestratorError as exc:
@@ -105,6 +116,13 @@ def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
             return PassOutcome(ok=False, message=str(exc))
         if out.changed:
             print(f"{trigger}: {out.message or f'{out.changed} changes applied'}", file=sys.stderr)
+            # what differed, per object (on a resync these are the drifts healed): the executor's events
+            for ev in inventory.events(limit=100):
+                if ev.time >= started:
+                    print(f"{trigger}: {ev.object} {ev.reason}: {ev.message}", file=sys.stderr)
+        elif not out.ok and out.message != shown_failure[0]:
+            print(f"{trigger}: {out.message}", file=sys.stderr)   # once, not on every resync retry
+        shown_failure[0] = "" if out.ok else out.message
         return out
 
     waker = Waker()
@@ -119,6 +137,48 @@ def cmd_watch(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+_ENTRY_KEYS = {"name", "url", "ref", "path", "interval", "resync", "rollback", "verify"}
+_VERIFY_KEYS = {"gnupgHome", "allowedSigners", "allowedFingerprints"}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def _duration(where: str, value: object) -> float:
+    try:
+        return parse_duration(value if isinstance(value, int | float) else str(value))
+    except ValueError as exc:
+        raise UsageError(f"{where}: {exc}") from exc
+
+
+def _source_name(where: str, name: str) -> str:
+    # the name is a file name under <root>/gitops/: never a path
+    if not _NAME.fullmatch(name):
+        raise UsageError(f"{where}: source name {name!r} must match {_NAME.pattern}")
+    return name
+
+
+def _entry(where: str, e: object) -> GitSourceSpec:
+    """One ``sources[i]`` of a config file (docs/gitops.md); unknown keys are refused (typos)."""
+    if not isinstance(e, dict) or not e.get("url") or not e.get("name"):
+        raise UsageError(f"{where}: needs 'name' and 'url'")
+    unknown = sorted(set(e) - _ENTRY_KEYS)
+    if unknown:
+        raise UsageError(f"{where}: unknown keys {', '.join(unknown)} "
+                         f"(known: {', '.join(sorted(_ENTRY_KEYS))})")
+    v = e.get("verify") or {}
+    if not isinstance(v, dict) or set(v) - _VERIFY_KEYS:
+        raise UsageError(f"{where}.verify: expected a mapping of {', '.join(sorted(_VERIFY_KEYS))}")
+    fprs = v.get("allowedFingerprints", ())
+    if not isinstance(fprs, list | tuple):
+        raise UsageError(f"{where}.verify.allowedFingerprints: expected a list")
+    return GitSourceSpec(
+        name=_source_name(where, str(e["name"])), url=str(e["url"]), ref=str(e.get("ref", "main")),
+        path=str(e.get("path", "")), interval_s=_duration(f"{where}.interval", e.get("interval", "1m")),
+        resync_s=_duration(f"{where}.resync", e.get("resync", "5m")), rollback=bool(e.get("rollback")),
+        verify=Verification(gnupg_home=str(v.get("gnupgHome", "")),
+                            allowed_signers=str(v.get("allowedSigners", "")),
+                            allowed_fingerprints=tuple(str(f) for f in fprs)) if v else None)
+
+
 def _specs(args: argparse.Namespace) -> list[GitSourceSpec]:
     if args.config:
         try:
@@ -126,30 +186,24 @@ def _specs(args: argparse.Namespace) -> list[GitSourceSpec]:
         except (OSError, yaml.YAMLError) as exc:
             raise UsageError(f"{args.config}: {exc}") from exc
         entries = data.get("sources") if isinstance(data, dict) else None
-        if not isinstance(entries, list):
-            raise UsageError(f"{args.config}: expected a mapping with a 'sources' list")
-        specs = []
-        for i, e in enumerate(entries):
-            if not isinstance(e, dict) or not e.get("url") or not e.get("name"):
-                raise UsageError(f"{args.config}: sources[{i}] needs 'name' and 'url'")
-            v = e.get("verify") or {}
-            specs.append(GitSourceSpec(
-                name=str(e["name"]), url=str(e["url"]), ref=str(e.get("ref", "main")),
-                path=str(e.get("path", "")), interval_s=parse_duration(str(e.get("interval", "1m"))),
-                resync_s=parse_duration(str(e.get("resync", "5m"))), rollback=bool(e.get("rollback")),
-                verify=Verification(gnupg_home=str(v.get("gnupgHome", "")),
-                                    allowed_signers=str(v.get("allowedSigners", "")),
-                                    allowed_fingerprints=tuple(v.get("allowedFingerprints", ())))
-                if v else None))
+        if not isinstance(entries, list) or not entries:
+            raise UsageError(f"{args.config}: expected a mapping with a non-empty 'sources' list")
+        specs = [_entry(f"{args.config}: sources[{i}]", e) for i, e in enumerate(entries)]
+        names = [s.name for s in specs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise UsageError(f"{args.config}: source names must be unique: {', '.join(dup)}")
         return specs
     if not args.repo:
         raise UsageError("gitops needs --repo URL or --config FILE")
-    name = args.name or Path(args.repo.rstrip("/")).name.removesuffix(".git") or "repo"
+    # derived: the last path part of the URL (also of scp-like git@host:org/repo.git), made file-safe
+    derived = re.sub(r"[^A-Za-z0-9_.-]", "-", re.split(r"[/:]", args.repo.rstrip("/"))[-1])
+    name = args.name or derived.removesuffix(".git").lstrip("-.") or "repo"
     verify = (Verification(gnupg_home=args.gnupg_home, allowed_signers=args.allowed_signers)
               if args.gnupg_home or args.allowed_signers else None)
-    return [GitSourceSpec(name=name, url=args.repo, ref=args.ref, path=args.path,
-                          interval_s=parse_duration(args.interval), resync_s=parse_duration(args.resync),
-                          verify=verify, rollback=args.rollback)]
+    return [GitSourceSpec(name=_source_name("--name", name), url=args.repo, ref=args.ref, path=args.path,
+                          interval_s=_duration("--interval", args.interval),
+                          resync_s=_duration("--resync", args.resync), verify=verify, rollback=args.rollback)]
 
 
 def _webhook(addr: str, waker: Waker) -> ThreadingHTTPServer:
@@ -157,6 +211,11 @@ def _webhook(addr: str, waker: Waker) -> ThreadingHTTPServer:
 
     class Hook(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
+            # the body (a forge's push payload) carries nothing we use: drain it, bounded, then wake
+            raw = self.headers.get("Content-Length") or "0"
+            length = min(int(raw), 1 << 20) if raw.isdigit() else 0
+            if length > 0:
+                self.rfile.read(length)
             waker.poke()
             self.send_response(202)
             self.end_headers()
@@ -181,20 +240,23 @@ def cmd_gitops(args: argparse.Namespace, ctx: Context) -> int:
     apply = _applier(ctx, True)
     sources = [GitOpsSource(s, ctx.settings.root / "gitops-cache", statuses, load, apply) for s in specs]
     last_full: dict[str, float] = {}
+    shown: dict[str, tuple[str, str, str]] = {}      # per source: the outcome last printed
 
     def one_pass(trigger: str) -> PassOutcome:
-        import time
         ok, changed, messages = True, 0, []
         for src in sources:
             now = time.monotonic()
-            full = now - last_full.get(src.spec.name, 0.0) >= src.spec.resync_s
+            last = last_full.get(src.spec.name)
+            full = last is None or now - last >= src.spec.resync_s
             st = src.sync(full=full)
-            if full and st.result in ("applied", "unchanged"):
-                last_full[src.spec.name] = now
+            if full:
+                last_full[src.spec.name] = now      # a refused or failed commit is retried per resync
             ok = ok and st.result in ("applied", "unchanged")
             changed += st.result == "applied"
-            if st.result != "unchanged":
+            seen = (st.result, st.fetched_commit, st.message)
+            if st.result != "unchanged" and shown.get(src.spec.name) != seen:
                 messages.append(f"{src.spec.name}: {st.result} {st.fetched_commit[:12]} {st.message}")
+            shown[src.spec.name] = seen
         for m in messages:
             print(m, file=sys.stderr)
         return PassOutcome(ok=ok, changed=changed, message="; ".join(messages))
@@ -212,4 +274,5 @@ def cmd_gitops(args: argparse.Namespace, ctx: Context) -> int:
     finally:
         if server:
             server.shutdown()
+            server.server_close()
     return 0

@@ -115,7 +115,7 @@ class GitRepo:
         cfg = ["-c", f"gpg.ssh.allowedSignersFile={allowed_signers}"] if allowed_signers else []
         res = self._git(*cfg, "--git-dir", str(self.dir), "log", "-1", "--format=%G?%x00%GF%x00%GS",
                         commit, env=env)
-        status, fpr, signer = (res.stdout.rstrip("\n").split("\x00") + ["", "", ""])[:3]
+        status, fpr, signer = ([*res.stdout.rstrip("\n").split("\x00"), "", "", ""])[:3]
         return Signature(status=status, fingerprint=fpr, signer=signer)
 
 

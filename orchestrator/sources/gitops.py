@@ -132,6 +132,10 @@ class GitOpsSource:
                     "E": "has a signature that cannot be checked (unknown key)",
                     "X": "has an expired signature", "Y": "is signed by an expired key",
                     "R": "is signed by a revoked key"}.get(sig.status, f"failed verification ({sig.status})")
+            if sig.status == "U":
+                # GnuPG: a good signature by a key in the keyring that was imported but never trusted
+                what += (f" {sig.fingerprint} (trust it in {v.gnupg_home or 'the keyring'}: "
+                         "gpg --import-ownertrust)")
             return f"commit {commit[:12]} {what}"
         if v.allowed_fingerprints and sig.fingerprint not in v.allowed_fingerprints:
             return f"commit {commit[:12]} is signed by {sig.fingerprint}, which is not in the allowed list"
@@ -145,9 +149,13 @@ class GitOpsSource:
             commit = self.repo.fetch(spec.ref)
         except SourceError as exc:
             return self._finish(status, "failed", str(exc))
-        status.fetched_commit = commit
+        previous, status.fetched_commit = status.fetched_commit, commit
         if commit == status.applied_commit and not full:
             status.result, status.message = "unchanged", ""
+            self.statuses.save(status)
+            return status
+        if commit == previous and status.result in ("failed", "refused") and not full:
+            # the same bad commit again: keep its verdict until the next full resync retries it
             self.statuses.save(status)
             return status
         refusal = self._verify(commit)
@@ -167,13 +175,20 @@ class GitOpsSource:
         only: set[str] | None = None
         if status.applied_commit and not full and status.applied_commit != commit:
             changed = set(self.repo.changed_files(status.applied_commit, commit, spec.path))
-            only = {s.name for s in stackset.stacks
-                    if str(Path(s.source.file).resolve().relative_to(wt.resolve())) in changed}
+            file_of = {s.name: str(Path(s.source.file).resolve().relative_to(wt.resolve()))
+                       for s in stackset.stacks}
+            # a changed file that is no current manifest (a config or secret file a stack reads, a
+            # removed manifest) may matter to any stack: re-plan them all (level: unchanged ones are no-ops)
+            if changed <= set(file_of.values()):
+                only = {name for name, f in file_of.items() if f in changed}
         try:
             outcome = self.apply(stackset, prune_stacks=prune, only_stacks=only)
         except OrchestratorError as exc:
             outcome = PassOutcome(ok=False, message=str(exc))
         if outcome.ok:
+            if commit == status.applied_commit and not outcome.changed and not prune:
+                # a resync of the revision already applied, on a converged host: nothing was written
+                return self._finish(status, "unchanged", "")
             status.applied_commit, status.applied_at, status.stacks = commit, time.time(), names
             self.repo.drop_worktrees({commit})
             return self._finish(status, "applied", outcome.message)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -177,3 +177,85 @@ def test_signed_commits_only(tmp_path: Path, repo: tuple[Path, Path]) -> None:
     git(work, "push", "-q", "origin", "main")
     st = src.sync()
     assert st.result == "applied", st.message
+
+
+def test_changed_non_manifest_file_replans_every_stack(tmp_path: Path, repo: tuple[Path, Path]) -> None:
+    # a file a stack reads (a config, a secret) is no manifest: any stack may use it, so all are re-planned
+    bare, work = repo
+    rec = Recorder()
+    src = make(tmp_path, bare, rec)
+    src.sync()
+    (work / "stacks" / "nginx.conf").write_text("worker_processes 1;\n")
+    push(work, "a config file")
+    assert src.sync().result == "applied"
+    assert rec.calls[-1] == (["blog", "shop"], [], None)
+
+
+def test_full_resync_of_converged_revision_is_unchanged(tmp_path: Path, repo: tuple[Path, Path]) -> None:
+    bare, _work = repo
+    rec = Recorder()
+    src = make(tmp_path, bare, rec)
+    first = src.sync()
+
+    def converged(stackset: StackSet, *, prune_stacks: Sequence[str],
+                  only_stacks: set[str] | None) -> PassOutcome:
+        return PassOutcome(ok=True, changed=0)          # the host already matches: nothing written
+    src.apply = converged
+    st = src.sync(full=True)
+    assert (st.result, st.applied_commit, st.applied_at) == ("unchanged", first.applied_commit,
+                                                            first.applied_at)
+
+
+def test_gnupg_signed_commits_need_a_trusted_key(tmp_path: Path, repo: tuple[Path, Path]) -> None:
+    bare, work = repo
+    signing, keyring = tmp_path / "gpg-sign", tmp_path / "gpg-allowed"
+    for home in (signing, keyring):
+        home.mkdir(mode=0o700)
+
+    def gpg(home: Path, *args: str, stdin: str = "") -> str:
+        return subprocess.run(["gpg", "--homedir", str(home), "--batch", *args], input=stdin, text=True,
+                              capture_output=True, check=True).stdout
+
+    try:
+        gpg(signing, "--passphrase", "", "--quick-gen-key", "CI <ci@example.invalid>", "ed25519", "sign",
+            "never")
+        fpr = next(line.split(":")[9] for line in gpg(signing, "--with-colons", "--list-keys").splitlines()
+                   if line.startswith("fpr:"))
+        gpg(keyring, "--import", stdin=gpg(signing, "--armor", "--export", fpr))
+        (work / "stacks" / "shop.yaml").write_text(STACK.format(name="shop", svc="api", n=5))
+        git(work, "add", "-A")
+        subprocess.run(["git", "-c", f"user.signingkey={fpr}", "commit", "-q", "-S", "-m", "gpg signed"],
+                       cwd=work, env={**os.environ, **GIT_ENV, "GNUPGHOME": str(signing)}, check=True)
+        git(work, "push", "-q", "origin", "main")
+        rec = Recorder()
+        src = make(tmp_path, bare, rec, verify=Verification(gnupg_home=str(keyring)))
+        st = src.sync()                               # imported, not trusted: refused, says how to fix
+        assert st.result == "refused" and "untrusted key" in st.message and fpr in st.message, st.message
+        gpg(keyring, "--import-ownertrust", stdin=f"{fpr}:6:\n")
+        assert src.sync().result == "refused"         # the same commit: its verdict holds until a resync
+        st = src.sync(full=True)
+        assert st.result == "applied", st.message
+        other = replace(src.spec, verify=Verification(gnupg_home=str(keyring), allowed_fingerprints=("X",)))
+        src2 = GitOpsSource(other, tmp_path / "cache2", StatusStore(tmp_path / "root2"), load, rec)
+        st = src2.sync()
+        assert st.result == "refused" and "not in the allowed list" in st.message
+    finally:
+        for home in (signing, keyring):           # the agents gpg started for these homes
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+
+
+def test_same_bad_commit_is_not_reprocessed_until_a_full_resync(tmp_path: Path,
+                                                               repo: tuple[Path, Path]) -> None:
+    bare, work = repo
+    rec = Recorder()
+    src = make(tmp_path, bare, rec)
+    src.sync()
+    (work / "stacks" / "shop.yaml").write_text("kind: [broken\n")
+    push(work, "broken yaml")
+    first = src.sync()
+    assert first.result == "failed"
+    calls = []
+    src.load = lambda paths: calls.append(paths) or load(paths)  # type: ignore[func-returns-value]
+    again = src.sync()
+    assert (again.result, again.message, calls) == ("failed", first.message, [])   # verdict kept, no reload
+    assert src.sync(full=True).result == "failed" and len(calls) == 1               # retried per resync
