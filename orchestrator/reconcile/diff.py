@@ -138,8 +138,10 @@ def _diff_slot(dc: DesiredContainer, obs: tuple[ObservedContainer, ...], observe
         if why and keep.state.annotations.get(SUPERVISOR_RESTARTING) == "true":
             # the runtime's supervisor restarts it after its backoff: not ours to race
             rules.deferred.append(Deferred(dc.slot, f"{why}; the runtime restarts it (backoff)"))
-        elif why and SUPERVISOR_RESTARTS in keep.state.annotations and rules.enforce:
-            # supervised and stopped for good: the runtime's policy (maxRetries) gave up on it
+        elif why and SUPERVISOR_RESTARTS in keep.state.annotations and rules.enforce and \
+                (keep.state.exit_code is not None or keep.state.exit_signal is not None):
+            # supervised and stopped for good: the runtime's policy (maxRetries) gave up on it. An
+            # unknown exit (the monitor itself was killed) was never judged by it: ours to heal below
             done = keep.state.annotations[SUPERVISOR_RESTARTS]
             rules.deferred.append(Deferred(dc.slot, f"{why}; the runtime gave up after {done} restarts"))
         elif why:
@@ -208,7 +210,8 @@ def _exit_reason(dc: DesiredContainer, o: ObservedContainer) -> str:
     state = o.state
     assert state is not None
     policy = dc.spec.restart.policy
-    failed = bool(state.oom_killed or state.exit_signal or (state.exit_code or 0) != 0)
+    # an unknown exit (None: the monitor died with it) counts as a failure, so on-failure heals it
+    failed = bool(state.oom_killed or state.exit_signal or state.exit_code != 0)
     if policy == "never" or (policy == "on-failure" and not failed):
         return ""   # a completed job or a run-once container: leave it as it ended
     if state.exit_signal and not state.oom_killed:

@@ -3,7 +3,7 @@ directory; atomic saves apply, an invalid save keeps the old container and repor
 next valid save applies, a removed stack file prunes that stack, a container killed from outside runs
 again, a memory limit changed outside is restored by the periodic resync with a drift message naming
 what differed, the polling fallback applies a save, SIGTERM stops the loop and leaves the containers
-running. One xfail (strict) documents a reconciler gap: see its reason."""
+running."""
 
 from __future__ import annotations
 
@@ -104,8 +104,6 @@ def test_watch_resync_heals_a_limit_changed_outside(orch: Any, tmp_path: Path) -
     assert orch.stop(proc) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="diff: a container whose runtime monitor was killed too is taken "
-                   "as 'the runtime gave up after 0 restarts' in the loop, so no resync heals it")
 def test_watch_resync_heals_container_and_monitor_killed(orch: Any, tmp_path: Path) -> None:
     import json
     d = tmp_path / "stacks"
