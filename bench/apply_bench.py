@@ -17,6 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import kill_leftovers
+
 
 def stack_yaml(n: int) -> str:
     lines = ["apiVersion: orchestrator/v1", "kind: Stack", "metadata: {name: bench}", "spec:", "  services:"]
@@ -51,10 +54,17 @@ def main() -> int:
         manifest.write_text(stack_yaml(args.services))
         env = {**os.environ, "ORCHESTRATOR_ROOT": str(base / "state")}
         ups, noops, downs = [], [], []
-        for _ in range(args.runs):
-            ups.append(run(env, "apply", "-f", str(manifest)))
-            noops += [run(env, "apply", "-f", str(manifest)) for _ in range(3)]
-            downs.append(run(env, "down", "bench"))
+        try:
+            for _ in range(args.runs):
+                ups.append(run(env, "apply", "-f", str(manifest)))
+                noops += [run(env, "apply", "-f", str(manifest)) for _ in range(3)]
+                downs.append(run(env, "down", "bench"))
+        finally:
+            # a failed run must not leave 50 containers behind when the temp root goes
+            subprocess.run([sys.executable, "-m", "orchestrator", "down", "bench"], env=env,
+                           capture_output=True, check=False)
+            if kill_leftovers(base / "state"):
+                print("warning: down left containers running; killed them by pid", file=sys.stderr)
     print(f"{args.services} services, network none, {args.runs} runs")
     print(f"apply from empty to all running: median {statistics.median(ups):.2f} s  (all: "
           f"{', '.join(f'{x:.2f}' for x in ups)}; target < 1.5 s)")

@@ -169,3 +169,29 @@ def report(title: str, ours: Sample, peers: Sequence[Sample], target: str, out_d
     with path.open("a") as f:
         f.write(header + text + "\n")
     return text
+
+
+def kill_leftovers(root: Path) -> int:
+    """SIGKILL every container supervisor (and its container) whose command line names ``root``: the
+    last resort of a benchmark whose own ``down`` failed, before its state root is removed. By pid."""
+    import signal as _signal
+
+    killed = 0
+    marker = str(root).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            if b"orch-supervise" not in cmdline or marker not in cmdline:
+                continue
+            children = [int(c) for f in (entry / "task").glob("*/children") for c in f.read_text().split()]
+        except OSError:
+            continue
+        for pid in [*children, int(entry.name)]:
+            try:
+                os.kill(pid, _signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+    return killed

@@ -14,7 +14,8 @@ the kernel, sqlite3, pyroute2) are translated once, at the module that calls the
     │   └── UnsafeArchiveError         a layer tar tried to escape or break a cap
     ├── RuntimeFailure                 a kernel or runtime operation failed (names op, path, errno)
     │   ├── ContainerNotFound
-    │   └── TransientRuntimeError      worth retrying with backoff
+    │   ├── TransientRuntimeError      worth retrying with backoff
+    │   └── ExecTimeout                an exec'd process outlived its timeout and was killed
     ├── NetworkError                   bridge, veth, address, port-publishing failures
     ├── ReconcileError                 a plan could not be carried out (names the action and why)
     ├── SourceError                    watch / git source failures (fetch, checkout, signature)
@@ -117,3 +118,7 @@ class SourceError(OrchestratorError):
 
 class InteropError(OrchestratorError):
     pass
+
+
+class ExecTimeout(RuntimeFailure):
+    """An exec'd process ran past its timeout and was killed (a hung health probe, say)."""

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import yaml
 from orchestrator import manifest
 from orchestrator.cli.context import Context
 from orchestrator.errors import InteropError
+from orchestrator.fsutil import write_atomic
 from orchestrator.interop import compose, kubernetes
 from orchestrator.manifest.model import Stack, StackSet
 
@@ -115,14 +115,7 @@ def _write(path: Path, text: str) -> None:
     """Write through a temporary file and a rename, so a reader never sees half a file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomic(path, text.encode("utf-8"))
     except OSError as exc:
         raise InteropError(f"cannot write {path}: {exc.strerror or exc}") from exc
 

@@ -359,11 +359,12 @@ def _mib(n: int | None) -> str:
 
 def stats_cmd(args: argparse.Namespace, ctx: Context) -> int:
     """Two cgroup readings half a second apart give CPU %; streams every second unless --no-stream."""
-    from orchestrator.reconcile.cgroups import NativeCgroups
     with _session(ctx) as s:
         found = _select(s, args.target) if args.target else _observed(s)
         running = [o for o in found if o.status == "running"]
-        reader = getattr(s.runtime, "stats", None) or NativeCgroups(ctx.settings.root / "runtime").stats
+        reader = getattr(s.runtime, "stats", None)
+        if reader is None:
+            raise UsageError(f"stats: the {s.runtime.name} runtime has no cgroup readings")
 
         def read() -> dict[str, tuple[float, Any]]:
             out = {}

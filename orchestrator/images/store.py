@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ImageError
+from orchestrator.fsutil import write_atomic
 from orchestrator.images.archive import ImportPlan, open_source, read_plan
 from orchestrator.images.extract import Limits
 from orchestrator.images.layers import unpack_layer
@@ -61,15 +62,6 @@ def _hex(digest: str) -> str:
     return digest.removeprefix("sha256:")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
@@ -80,6 +72,10 @@ class ImageStore:
         self.limits = limits
 
     # ---- reading ----------------------------------------------------------------------------------
+    def _save_names(self, names: dict[str, str]) -> None:
+        write_atomic(self.root / "names.json", json.dumps(names, sort_keys=True, indent=1).encode(),
+                     mode=0o644, fsync=True)
+
     def _names(self) -> dict[str, str]:
         try:
             data = json.loads((self.root / "names.json").read_bytes())
@@ -170,7 +166,7 @@ class ImageStore:
         for entry in (self.root / "tmp").iterdir():
             _rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         for half_written in [*self.root.glob(".*.tmp"), *(self.root / "records").glob(".*.tmp")]:
-            half_written.unlink()                    # _write_atomic's temp files
+            half_written.unlink()                    # write_atomic's temp files (.<name>.<pid>.<rand>.tmp)
         records = self._records().values()
         used = {_hex(c) for r in records for c in r["layers"]}
         removed = 0
@@ -243,8 +239,8 @@ class ImageStore:
                 wanted: str | None) -> None:
         """Everything verified: blobs, layers, links, then the record and names (the commit point)."""
         blobs = self.root / "blobs/sha256"
-        _write_atomic(blobs / _hex(plan.manifest_digest), plan.manifest)
-        _write_atomic(blobs / _hex(plan.config_digest), plan.config)
+        write_atomic(blobs / _hex(plan.manifest_digest), plan.manifest, mode=0o644, fsync=True)
+        write_atomic(blobs / _hex(plan.config_digest), plan.config, mode=0o644, fsync=True)
         for tmp, chain in staged:
             os.rename(tmp, self.root / "layers" / _hex(chain))
         for chain in chains:
@@ -256,12 +252,12 @@ class ImageStore:
                 os.symlink(target, link)
         record = {"id": plan.config_digest, "manifest_digest": plan.manifest_digest,
                   "layers": chains, "diff_ids": [lr.diff_id for lr in plan.layers], "size": size}
-        _write_atomic(self.root / "records" / f"{_hex(plan.config_digest)}.json",
-                      json.dumps(record, sort_keys=True, indent=1).encode())
+        write_atomic(self.root / "records" / f"{_hex(plan.config_digest)}.json",
+                      json.dumps(record, sort_keys=True, indent=1).encode(), mode=0o644, fsync=True)
         names = self._names()
         for n in [wanted] if wanted else plan.names:
             names[n] = plan.config_digest
-        _write_atomic(self.root / "names.json", json.dumps(names, sort_keys=True, indent=1).encode())
+        self._save_names(names)
 
     def remove(self, ref: str, in_use: InUse = ()) -> Removed:
         """Untag ``ref`` if it is one of several names; else delete the image (refused while a container
@@ -281,7 +277,7 @@ class ImageStore:
                 by_name = False
             if by_name and len(image.names) > 1:
                 del names[normalize_name(ref)]
-                _write_atomic(self.root / "names.json", json.dumps(names, sort_keys=True, indent=1).encode())
+                self._save_names(names)
                 return Removed((normalize_name(ref),), None, 0)
             used = in_use(image.id) if callable(in_use) else image.id in in_use
             if used:
@@ -289,7 +285,7 @@ class ImageStore:
                                  "delete the container first")
             for n in image.names:
                 del names[n]
-            _write_atomic(self.root / "names.json", json.dumps(names, sort_keys=True, indent=1).encode())
+            self._save_names(names)
             (self.root / "records" / f"{_hex(image.id)}.json").unlink()
             return Removed(image.names, image.id, self._collect())
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ReconcileError
+from orchestrator.fsutil import write_atomic
 from orchestrator.images.model import Image
 from orchestrator.images.mounts import dir_rootfs_mounts
 from orchestrator.images.store import ImageStore
@@ -144,9 +145,8 @@ class BundleBuilder:
                     point.parent.mkdir(parents=True, exist_ok=True)
                     point.touch(exist_ok=True)
             cfg["mounts"] += discovery
-            tmp = cdir / "config.json.tmp"
-            tmp.write_text(json.dumps(cfg, indent=1, sort_keys=True))
-            os.replace(tmp, cdir / "config.json")
+            write_atomic(cdir / "config.json", json.dumps(cfg, indent=1, sort_keys=True).encode(),
+                         mode=0o644)
         except OSError as exc:
             raise ReconcileError(f"{dc.slot}: cannot write bundle {cdir}: {exc.strerror}") from exc
         ro = svc.security.read_only_rootfs

@@ -151,6 +151,18 @@ class Controller:
             out.append(a)
         return replace(plan, actions=tuple(out))
 
+    def _port_conflicts(self, plan: Plan, desired: DesiredState) -> list[str]:
+        """Host ports the plan's creates would publish that something else holds (plan time, so a
+        conflict stops the apply before anything is touched). Only plans that create look."""
+        check = getattr(self.network, "port_conflicts", None)
+        wanted = [(a.target, desired.containers[a.target].spec.ports) for a in plan.actions
+                  if a.kind in ("create", "recreate") and a.target in desired.containers
+                  and desired.containers[a.target].spec.ports]
+        if check is None or not wanted:
+            return []
+        freed = {a.container_id for a in plan.actions if a.kind in ("delete", "recreate") and a.container_id}
+        return list(check(wanted, freed))
+
     def reconcile_once(self, stackset: StackSet, *, source: str = "", prune: bool = True,
                        dry_run: bool = False, options: Options | None = None,
                        remove: frozenset[str] = frozenset(), remove_volumes: bool = False,
@@ -159,6 +171,9 @@ class Controller:
         maxRetries allow (the long-running sources); ``apply`` from the CLI restarts them at once."""
         plan, desired, observed = self.plan(stackset, source=source, prune=prune, remove=remove,
                                             remove_volumes=remove_volumes, enforce_restart=enforce_restart)
+        conflicts = self._port_conflicts(plan, desired)
+        if conflicts:
+            raise ReconcileError("host ports are not free; nothing was changed:\n  " + "\n  ".join(conflicts))
         waits = [d.wait_s for d in plan.deferred if d.wait_s is not None]
         requeue = min([REQUEUE_CONVERGED_S, *waits])
         if dry_run or not plan:

@@ -1,6 +1,7 @@
 """Health probes (exec, http, tcp) and the readiness rule the executor waits on.
 
-``exec`` probes run through ``runtime.exec``. ``tcp``/``http`` probes connect to ``127.0.0.1:PORT``
+``exec`` probes run through ``runtime.exec`` bounded by ``timeout`` (the runtime kills a hung probe).
+``tcp``/``http`` probes connect to ``127.0.0.1:PORT``
 *inside the container's network namespace*: a short-lived thread ``setns``-es into ``/proc/PID/ns/net``
 (setns(CLONE_NEWNET) changes only the calling thread) and creates the socket there; a socket keeps its
 namespace for life, so the rest of the probe runs anywhere. This works for every network mode, including
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ExecTimeout, OrchestratorError
 from orchestrator.manifest.model import Healthcheck
 from orchestrator.runtime.base import ContainerState, Runtime
 
@@ -76,7 +77,10 @@ class Prober:
         """(ok, output) of one probe; never raises for a failing probe, only reports it."""
         try:
             if hc.kind == "exec":
-                r = self.runtime.exec(container_id, hc.exec)
+                try:
+                    r = self.runtime.exec(container_id, hc.exec, timeout=hc.timeout_s)
+                except ExecTimeout:
+                    return False, f"exec probe timed out after {hc.timeout_s:g}s"
                 out = (r.stdout + r.stderr).decode(errors="replace").strip()[-500:]
                 return r.exit_code == 0, f"exit {r.exit_code}" + (f": {out}" if out else "")
             sock = self.connect(state.pid, hc.port, hc.timeout_s)

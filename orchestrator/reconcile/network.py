@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import NetworkError, ReconcileError, RuntimeFailure, StateError
-from orchestrator.manifest.model import Network, Stack
+from orchestrator.manifest.model import Network, Port, Stack
 from orchestrator.runtime.base import Runtime, Status
 from orchestrator.runtime.linux.network.hosts import hosts_texts, write_in_place
 from orchestrator.runtime.linux.network.inventory import read_attachments, read_networks
@@ -86,6 +87,15 @@ class NetworkWiring:
                 self._conn = self._connect()
                 self._manager = NetworkManager(self._conn)
             return self._manager
+
+    def port_conflicts(self, wanted: Sequence[tuple[str, Sequence[Port]]], freed: set[str]) -> list[str]:
+        """Plan-time check of the host ports that creates in a plan will publish, against listening
+        sockets and ports our other containers publish (those the plan deletes are free)."""
+        from orchestrator.runtime.linux.network.ports import listening, port_conflicts
+        published = [p for p in self._mgr().nft.published() if p.container not in freed]
+        sockets = listening()
+        return [f"{target}: {msg}" for target, ports in wanted
+                for msg in port_conflicts(ports, sockets, published)]
 
     def close(self) -> None:
         with self._lock:

@@ -3,8 +3,8 @@
 ``Session(settings)`` opens the store at once (cheap) and the runtime, image store and network layer on
 first use; ``close()`` stops what was started (the native runtime's fork server, the netlink socket).
 Mutating callers take ``store.lock.ApplyLock`` themselves, so a watch loop can hold one session across
-passes. In-place limit changes use the runtime's ``update`` when it has one, else the native runtime's
-cgroups (``reconcile.cgroups``).
+passes. In-place limit changes and the loop's limit readings use the runtime's ``update``/``stats``
+when it has them (the native runtime does; runc does not).
 
 Neighbours: ``cli.stack_cmds`` (every stack verb and ``apply_stackset`` for the sources).
 """
@@ -18,7 +18,6 @@ from typing import Any
 
 from orchestrator.errors import ImageError, UsageError
 from orchestrator.reconcile.bundle import BundleBuilder
-from orchestrator.reconcile.cgroups import NativeCgroups
 from orchestrator.reconcile.controller import Controller
 from orchestrator.reconcile.network import NetworkWiring
 from orchestrator.runtime.base import Runtime
@@ -81,18 +80,19 @@ class Session:
         return self._controller
 
     def updater(self) -> Callable[[str, Mapping[str, Any]], None] | None:
-        """In-place limit changes: the runtime's own ``update`` or, for the native runtime, its cgroups."""
-        own = getattr(self.runtime, "update", None)
-        if own is not None:
-            return own  # type: ignore[no-any-return]
-        if self.settings.runtime == "native" and self._owns_runtime:
-            return NativeCgroups(self.settings.root / "runtime").update
-        return None
+        """In-place limit changes: the runtime's ``update``, if it has one."""
+        return getattr(self.runtime, "update", None)
 
     def _limits_reader(self) -> Callable[[str], tuple[int | None, int | None]] | None:
-        if self.settings.runtime == "native" and self._owns_runtime:
-            return NativeCgroups(self.settings.root / "runtime").limits
-        return None
+        """(memory limit bytes, pids limit) as the kernel has them now, from the runtime's ``stats``."""
+        stats = getattr(self.runtime, "stats", None)
+        if stats is None:
+            return None
+
+        def limits(container_id: str) -> tuple[int | None, int | None]:
+            st = stats(container_id)
+            return st.memory_limit_bytes, st.pids_limit
+        return limits
 
     def close(self) -> None:
         if self._network is not None:

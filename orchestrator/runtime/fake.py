@@ -10,7 +10,6 @@ test process) observes: the crash-injection tests need exactly that. Never used 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ContainerNotFound, RuntimeFailure
+from orchestrator.fsutil import write_atomic
 from orchestrator.runtime.base import ContainerState, ExecResult, LogLine, Mount, Status
 
 ExecHandler = Callable[[str, Sequence[str]], ExecResult]
@@ -52,9 +52,7 @@ class FakeRuntime:
     def _save(self) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps([asdict(c) for c in self.containers.values()]))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps([asdict(c) for c in self.containers.values()]).encode())
 
     def _record(self, op: str, cid: str) -> None:
         self.calls.append((op, cid))
@@ -146,7 +144,8 @@ class FakeRuntime:
         return self.state(container_id)
 
     def exec(self, container_id: str, argv: Sequence[str], *, env: Sequence[str] = (),
-             cwd: str | None = None, tty: bool = False, capture: bool = True) -> ExecResult:
+             cwd: str | None = None, tty: bool = False, capture: bool = True,
+             timeout: float | None = None) -> ExecResult:
         with self._lock:
             self._record("exec", container_id)
             if self._get(container_id).status != Status.RUNNING:

@@ -8,7 +8,8 @@ the contents into one binary payload (:func:`encode_payload` / :func:`decode_pay
 memory (a memfd passed over the fork server's socket) to the container init, never through
 config.json, the state dir or any other file. The kernel side is ``runtime.linux.filemounts``.
 
-Neighbours: ``secrets.materialise`` (writes the files; its ``FileSpec`` is ours minus the content),
+Neighbours: ``secrets.materialise`` (writes the files; its ``FileSpec`` is ours minus the content; its
+``relative_parts``/``FileMeta``/``content_bytes`` are the path check and types used here too),
 ``secrets.value`` (SecretValue); the reconciler builds these from ``secrets.digest.config_items`` /
 ``secret_items`` with :func:`file_specs`.
 """
@@ -19,9 +20,10 @@ import json
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from orchestrator.errors import RuntimeFailure
+from orchestrator.secrets.materialise import FileMeta, content_bytes, relative_parts
 from orchestrator.secrets.value import SecretValue
 
 # targets below these directories are delivered as one read-only directory mount each (rotation by
@@ -44,22 +46,11 @@ class FileSpec:
     secret: bool = False
 
     def data(self) -> bytes:
-        return self.content.reveal() if isinstance(self.content, SecretValue) else bytes(self.content)
+        return content_bytes(self.content)
 
 
-class _Meta(Protocol):
-    @property
-    def target(self) -> str: ...
-    @property
-    def uid(self) -> int: ...
-    @property
-    def gid(self) -> int: ...
-    @property
-    def mode(self) -> int: ...
-
-
-def file_specs(configs: Iterable[tuple[_Meta, bytes | SecretValue]] = (),
-               secrets: Iterable[tuple[_Meta, bytes | SecretValue]] = ()) -> list[FileSpec]:
+def file_specs(configs: Iterable[tuple[FileMeta, bytes | SecretValue]] = (),
+               secrets: Iterable[tuple[FileMeta, bytes | SecretValue]] = ()) -> list[FileSpec]:
     """FileSpecs from ``secrets.digest.config_items`` / ``secret_items`` (anything with
     target/uid/gid/mode paired with its content)."""
     out = [FileSpec(m.target, c, m.uid, m.gid, m.mode, secret=False) for m, c in configs]
@@ -67,17 +58,8 @@ def file_specs(configs: Iterable[tuple[_Meta, bytes | SecretValue]] = (),
     return out
 
 
-def _parts(target: str) -> list[str]:
-    if not isinstance(target, str) or not target.startswith("/"):
-        raise RuntimeFailure("file target must be an absolute container path", op="files", path=str(target))
-    parts = [p for p in target.split("/") if p not in ("", ".")]
-    if not parts or ".." in parts or any("\0" in p for p in parts):
-        raise RuntimeFailure("file target escapes the container root", op="files", path=target)
-    return parts
-
-
 def normalise(target: str) -> str:
-    return "/" + "/".join(_parts(target))
+    return "/" + "/".join(relative_parts(target, op="files"))
 
 
 def check_files(files: Sequence[FileSpec]) -> None:

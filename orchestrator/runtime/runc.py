@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import ContainerNotFound, RuntimeFailure
+from orchestrator.errors import ContainerNotFound, ExecTimeout, RuntimeFailure
 from orchestrator.runtime.base import ContainerState, ExecResult, LogLine, Mount, Status
 from orchestrator.runtime.linux import statedir as sd
 from orchestrator.runtime.linux import syscalls as sc
@@ -123,11 +123,18 @@ class RuncRuntime:
         shutil.rmtree(cdir, ignore_errors=True)
 
     def exec(self, container_id: str, argv: Sequence[str], *, env: Sequence[str] = (),
-             cwd: str | None = None, tty: bool = False, capture: bool = True) -> ExecResult:
+             cwd: str | None = None, tty: bool = False, capture: bool = True,
+             timeout: float | None = None) -> ExecResult:
         args = ["exec"] + [f"--env={e}" for e in env] + ([f"--cwd={cwd}"] if cwd else [])
         if tty:
             args.append("--tty")
-        proc = self._run(*args, container_id, *argv, check=False, capture=capture)
+        try:
+            # subprocess SIGKILLs ``runc exec`` at the deadline; unlike the native runtime, the process
+            # runc started in the container may outlive it (this runtime is for differential tests)
+            proc = self._run(*args, container_id, *argv, check=False, capture=capture, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise ExecTimeout(f"exec {argv[0]!r} timed out after {timeout:g}s",
+                              op="exec", path=container_id) from exc
         return ExecResult(proc.returncode, proc.stdout or b"", proc.stderr or b"")
 
     def logs(self, container_id: str, *, since: float = 0.0, follow: bool = False) -> Iterator[LogLine]:

@@ -82,19 +82,20 @@ def host_ids(items: Sequence[Item], uid_map: IdMap, gid_map: IdMap) -> list[Item
                       _to_host(m.gid, gid_map, "gid", m.target), m.mode), c) for m, c in items]
 
 
-def relative_parts(target: str) -> list[str]:
-    """The components of a container path below the destination root; refuses escapes."""
-    if not target.startswith("/"):
-        raise RuntimeFailure("file target must be an absolute container path", op="materialise",
-                             path=target)
+def relative_parts(target: str, *, op: str = "materialise") -> list[str]:
+    """The components of a container path below the destination root; refuses escapes and NUL bytes
+    (the kernel would cut the path there). ``op`` names the caller's step in the error."""
+    if not isinstance(target, str) or not target.startswith("/"):
+        raise RuntimeFailure("file target must be an absolute container path", op=op, path=str(target))
     parts = [p for p in target.split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
-        raise RuntimeFailure("file target escapes its destination", op="materialise", path=target)
+    if not parts or ".." in parts or any("\0" in p for p in parts):
+        raise RuntimeFailure("file target escapes its destination", op=op, path=target)
     return parts
 
 
-def _bytes(content: Content) -> bytes:
-    return content.reveal() if isinstance(content, SecretValue) else content
+def content_bytes(content: Content) -> bytes:
+    """The bytes of a file's content (a ``SecretValue`` revealed: only for writing it)."""
+    return content.reveal() if isinstance(content, SecretValue) else bytes(content)
 
 
 Dest = Path | int                      # a directory path, or an open directory fd (O_PATH is enough)
@@ -191,7 +192,7 @@ def tmpfs_size_for(items: Sequence[Item]) -> int:
     """A tmpfs size for these files: every file takes whole pages, twice over (a rotation writes the
     new file before the old one goes), plus room for directories; at least 256 KiB."""
     page = os.sysconf("SC_PAGE_SIZE")
-    pages = sum(-(-max(len(_bytes(c)), 1) // page) for _, c in items)
+    pages = sum(-(-max(len(content_bytes(c)), 1) // page) for _, c in items)
     return max(256 * 1024, (2 * pages + 2 * len(items) + 16) * page)
 
 
@@ -202,7 +203,7 @@ def write_files(dest_dir: Dest, items: Sequence[Item]) -> list[str]:
     for meta, content in items:
         parts = relative_parts(meta.target)
         with _parent_fd(dest_dir, parts, create=True) as dfd:
-            _write_atomic(dfd, parts[-1], _bytes(content), meta, meta.target)
+            _write_atomic(dfd, parts[-1], content_bytes(content), meta, meta.target)
         written.append("/".join(parts))
     return written
 
@@ -240,7 +241,7 @@ def rotate(dest_dir: Dest, items: Sequence[Item], *, in_place: bool = False) -> 
     changed: list[str] = []
     for meta, content in items:
         parts = relative_parts(meta.target)
-        data = _bytes(content)
+        data = content_bytes(content)
         with _parent_fd(dest_dir, parts, create=True) as dfd:
             if _current(dfd, parts[-1]) == data:
                 continue

@@ -7,7 +7,8 @@ more (joining a pid namespace only applies to children), and in that grandchild 
 process's rlimits, user, capabilities, no_new_privs and seccomp filter before ``execve``. It is
 non-dumpable from the start (a container process must not reach it through /proc), runs from the fork
 server's sealed interpreter copy, and resets signal dispositions and the blocked mask before ``execve``.
-The status pipe receives one JSON message: ``{"exit_code": n}`` or ``{"error": {...}}``.
+The status pipe receives JSON messages, one after another: ``{"pid": n}`` once the process is forked
+(so the caller can kill it on a timeout), then ``{"exit_code": n}``, or ``{"error": {...}}`` instead.
 """
 
 from __future__ import annotations
@@ -105,6 +106,9 @@ def run(req: dict[str, Any], fds: list[int]) -> NoReturn:
         pid = os.fork()
         if pid == 0:
             _process_child(req, status_fd)
+        # the caller kills this pid when its timeout expires; a host-namespace pid (fork answers in
+        # ours), and not reusable before the waitpid below reaps it
+        _report(status_fd, {"pid": pid})
         _, status = os.waitpid(pid, 0)
         # a failed set-up in the child reported already; the exit code then is 127
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)

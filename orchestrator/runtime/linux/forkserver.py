@@ -207,8 +207,9 @@ def serve(sock: socket.socket) -> None:
                 reply = _exec(req, fds, sock)
             elif req["op"] == "files":
                 reply = _rotate(req, fds, sock)
-            else:
-                reply = {"ok": True}
+            else:             # a client bug: never answer "done" for something not done
+                reply = {"ok": False, "error": {"message": f"fork server: unknown op {req['op']!r}",
+                                                "op": "forkserver", "path": "", "errno": 0}}
         except Exception as exc:  # reported to the client; the server itself stays up
             reply = {"ok": False, "error": {"message": f"fork server: {type(exc).__name__}: {exc}",
                                             "op": "forkserver", "path": "", "errno": 0}}

@@ -4,13 +4,13 @@ This is the API side, safe to call from a multi-threaded process: it validates t
 container in its state dir *before* making anything, creates the cgroup and compiles the seccomp filter,
 and asks the single-threaded ``forkserver`` to fork a ``monitor`` (which forks ``init``). Every query
 re-reads the state dir and /proc (``statedir``); ``delete`` is idempotent and removes processes, cgroup
-and state (mounts live only in the container's mount namespace and go with it).
+and state (mounts live only in the container's mount namespace and go with it). ``update``/``stats``
+change and read the cgroup recorded in state.json; exec pipes and log following are in ``procio``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import re
@@ -20,39 +20,29 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ContainerNotFound, RuntimeFailure
 from orchestrator.runtime.base import ContainerState, ExecResult, LogLine, Mount, Status
 from orchestrator.runtime.files import FileSpec, check_files
-from orchestrator.runtime.linux import cmonitor, filemounts, restart
+from orchestrator.runtime.linux import cmonitor, filemounts, procio, restart
 from orchestrator.runtime.linux import statedir as sd
 from orchestrator.runtime.linux.forkserver import ForkServer
 from orchestrator.runtime.linux.serverpool import ServerPool
 from orchestrator.runtime.linux.spec import load_bundle
 
+if TYPE_CHECKING:       # the cgroup drivers are imported on first use, as before
+    from orchestrator.runtime.linux.cgroups.base import Cgroup, CgroupDriver, CgroupStats
+
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_SYS_PIDFD_OPEN = 434
 
 
 def _check_id(container_id: str) -> None:
     if not _ID.match(container_id):
         raise RuntimeFailure(f"invalid container id {container_id!r}", op="create", path=container_id)
-
-
-def _first_json(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        return {}
-    obj, _ = json.JSONDecoder().raw_decode(raw.decode(errors="replace"))
-    return obj if isinstance(obj, dict) else {}
-
-
-def _failure(err: dict[str, Any]) -> RuntimeFailure:
-    return RuntimeFailure(str(err.get("message", "runtime failure")), op=str(err.get("op", "")),
-                          path=str(err.get("path", "")), errno=int(err.get("errno", 0) or 0))
 
 
 class LinuxRuntime:
@@ -113,9 +103,34 @@ class LinuxRuntime:
 
     # ---- cgroups ------------------------------------------------------------------------------------
 
-    def _driver(self) -> Any:
+    def _driver(self, root: Path | None = None) -> CgroupDriver:
         from orchestrator.runtime.linux.cgroups import open_driver
-        return open_driver(self.cgroup_root)
+        return open_driver(self.cgroup_root if root is None else root)
+
+    def _recorded_cgroup(self, rec: dict[str, Any]) -> Cgroup:
+        """The cgroup a container's state.json records (hierarchy root and path): the one seam every
+        later reading or change goes through. ``ContainerNotFound`` when none is recorded or left."""
+        cg = rec.get("cgroup") or {}
+        if not cg.get("path"):
+            raise ContainerNotFound(f"container {rec.get('id', '?')} has no cgroup recorded", op="cgroup",
+                                    path=str(self.state_dir / str(rec.get("id", ""))))
+        return self._driver(Path(cg["root"]) if cg.get("root") else None).open(str(cg["path"]))
+
+    def _cgroup_of(self, container_id: str) -> Cgroup:
+        rec = sd.read_json(self.state_dir / container_id / sd.STATE)
+        if rec is None:
+            raise ContainerNotFound(f"container {container_id} not found", op="cgroup",
+                                    path=str(self.state_dir / container_id))
+        return self._recorded_cgroup(rec)
+
+    def update(self, container_id: str, resources: Mapping[str, Any]) -> None:
+        """Change limits in place (OCI ``linux.resources``; only the keys given change): a running
+        container keeps running."""
+        self._cgroup_of(container_id).update(resources)
+
+    def stats(self, container_id: str) -> CgroupStats:
+        """One reading of the container's cgroup (usage, limits as the kernel has them now, OOM kills)."""
+        return self._cgroup_of(container_id).stats()
 
     def _cgroup_path(self, container_id: str, spec: dict[str, Any]) -> str:
         explicit = spec.get("linux", {}).get("cgroupsPath")
@@ -169,7 +184,7 @@ class LinuxRuntime:
                     "log_max_bytes": self.log_max_bytes, "supervisor": self._supervisor,
                     "files": bool(files)}, [payload] if files else [])
             if not reply.get("ok"):
-                raise _failure(reply.get("error", {}))
+                raise procio.failure(reply.get("error", {}))
             record.update({k: int(reply[k]) for k in ("pid", "start_time", "monitor_pid",
                                                       "monitor_start_time")})
             sd.write_json(cdir / sd.STATE, record)
@@ -212,7 +227,7 @@ class LinuxRuntime:
             reply = server.request({"op": "files", "id": container_id, "pid": st.pid,
                                       "start_time": st.pid_start_time, "files": True}, [payload])
         if not reply.get("ok"):
-            raise _failure(reply.get("error", {}))
+            raise procio.failure(reply.get("error", {}))
         rec = sd.read_json(self.state_dir / container_id / sd.STATE) or {}
         if rec.get("monitor_pid") and sd.alive(rec["monitor_pid"], rec.get("monitor_start_time", 0)):
             filemounts.refresh_kept_payload(int(rec["monitor_pid"]), files)   # what a restart replays
@@ -232,9 +247,9 @@ class LinuxRuntime:
             "started_at": started.get("started_at", 0.0), "annotations": rec.get("annotations", {})}
         ended = sd.read_json(cdir / sd.EXIT)
         if ended is not None and ended.get("oom_killed") is None:
-            ended["oom_killed"] = self._oom_killed(rec)   # the C supervisor leaves it to us
-            if not ended.get("restart_pending"):          # else the restarter may remove it any moment
-                sd.write_json(cdir / sd.EXIT, ended)
+            # the C supervisor leaves it to us; computed on every read (a query never writes: the
+            # monitor or the restarter may be replacing exit.json at the same moment)
+            ended["oom_killed"] = self._oom_killed(rec)
         base["annotations"] = {**base["annotations"], **sd.restart_annotations(cdir, ended, rec)}
         if ended is not None:
             return ContainerState(status=Status.STOPPED, finished_at=ended["finished_at"],
@@ -316,9 +331,8 @@ class LinuxRuntime:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(st.pid, signal.SIGKILL)        # PID 1 of its namespace: takes the rest along
         cgroup = rec.get("cgroup") or {}
-        if cgroup.get("path"):
-            with contextlib.suppress(ContainerNotFound):
-                self._driver().open(cgroup["path"]).kill_all()
+        with contextlib.suppress(ContainerNotFound):
+            self._recorded_cgroup(rec).kill_all()
         if rec.get("monitor_pid"):
             self.wait(container_id, timeout=5.0)
             # and the monitor itself gone: it may still be leaving after recording a final exit
@@ -328,14 +342,10 @@ class LinuxRuntime:
         self._discard(cdir)
 
     def _oom_killed(self, rec: dict[str, Any]) -> bool:
-        path = (rec.get("cgroup") or {}).get("path")
-        if not path:
-            return False
         try:
+            cg = self._recorded_cgroup(rec)
             baseline = sd.oom_baseline(self.state_dir / str(rec.get("id", "")))   # kills of earlier runs
-            if baseline:
-                return bool(self._driver().open(path).stats().oom_kill_count > baseline)
-            return bool(self._driver().open(path).oom_killed())
+            return cg.stats().oom_kill_count > baseline if baseline else cg.oom_killed()
         except RuntimeFailure:
             return False
 
@@ -360,7 +370,8 @@ class LinuxRuntime:
     # ---- exec and logs ------------------------------------------------------------------------------
 
     def exec(self, container_id: str, argv: Sequence[str], *, env: Sequence[str] = (),
-             cwd: str | None = None, tty: bool = False, capture: bool = True) -> ExecResult:
+             cwd: str | None = None, tty: bool = False, capture: bool = True,
+             timeout: float | None = None) -> ExecResult:
         if tty:
             raise RuntimeFailure("exec with a tty is not supported by the native runtime", op="exec",
                                  path=container_id)
@@ -370,19 +381,9 @@ class LinuxRuntime:
         if st.status != Status.RUNNING:
             raise RuntimeFailure(f"container {container_id} is {st.status}, not running", op="exec",
                                  path=container_id)
-        cdir = self.state_dir / container_id
-        spec = sd.read_json(cdir / sd.SPEC) or {}
-        rec = sd.read_json(cdir / sd.STATE) or {}
-        prog = (cdir / sd.SECCOMP).read_bytes() if (cdir / sd.SECCOMP).exists() else b""
-        flags = 0
-        if prog:
-            from orchestrator.runtime.linux import seccomp
-            flags = seccomp.flags_value(spec.get("linux", {}).get("seccomp"))
-        req = {"op": "exec", "pid": st.pid, "start_time": st.pid_start_time, "argv": list(argv),
-               "env": list(env), "cwd": cwd, "process": spec.get("process", {}), "cgroup": rec.get("cgroup"),
-               "seccomp": prog.hex(), "seccomp_flags": flags}
+        req = procio.exec_request(self.state_dir / container_id, st, argv, env, cwd)
         with self._servers.get() as server:
-            return _run_exec(server, req, capture)
+            return procio.run_exec(server, req, capture, timeout)
 
     def logs(self, container_id: str, *, since: float = 0.0, follow: bool = False) -> Iterator[LogLine]:
         cdir = self.state_dir / container_id
@@ -391,68 +392,4 @@ class LinuxRuntime:
         if not follow:
             yield from sd.iter_log(cdir, since)
             return
-        yield from _follow(self, container_id, cdir, since)
-
-
-def _run_exec(server: ForkServer, req: dict[str, Any], capture: bool) -> ExecResult:
-    status_r, status_w = os.pipe2(os.O_CLOEXEC)
-    ours: list[int] = [status_r]
-    theirs: list[int] = [status_w]
-    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    theirs.insert(0, null)
-    if capture:
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        ours += [out_r, err_r]
-        stdio = [null, out_w, err_w]
-        theirs += [out_w, err_w]
-    else:
-        stdio = [0, 1, 2]
-    try:
-        reply = server.request(req, [*stdio, status_w])
-    finally:
-        for fd in theirs:
-            os.close(fd)
-    try:
-        if not reply.get("ok"):
-            raise _failure(reply.get("error", {}))
-        chunks: dict[int, list[bytes]] = {fd: [] for fd in ours}
-        open_fds = set(ours)
-        while open_fds:
-            ready, _, _ = select.select(list(open_fds), [], [])
-            for fd in ready:
-                data = os.read(fd, 65536)
-                if data:
-                    chunks[fd].append(data)
-                else:
-                    open_fds.discard(fd)
-        status = _first_json(b"".join(chunks[status_r]))
-        if "error" in status:
-            raise _failure(status["error"])
-        if "exit_code" not in status:
-            raise RuntimeFailure("exec ended without a status", op="exec", path=str(req["pid"]))
-        out = b"".join(chunks[ours[1]]) if capture else b""
-        err = b"".join(chunks[ours[2]]) if capture else b""
-        return ExecResult(int(status["exit_code"]), out, err)
-    finally:
-        for fd in ours:
-            os.close(fd)
-
-
-def _follow(rt: LinuxRuntime, container_id: str, cdir: Path, since: float) -> Iterator[LogLine]:
-    # the rotated file first, then tail the live one until the container has stopped and it is drained
-    lines, _ = sd.read_log(cdir / (sd.LOG + ".1"))
-    yield from (line for line in lines if line.time >= since)
-    offset, inode = 0, 0
-    while True:
-        with contextlib.suppress(FileNotFoundError):
-            st = os.stat(cdir / sd.LOG)
-            if st.st_ino != inode:          # rotated under us: start the new file from its beginning
-                offset, inode = 0, st.st_ino
-        stopped = rt.state(container_id).status == Status.STOPPED
-        lines, offset = sd.read_log(cdir / sd.LOG, offset)
-        yield from (line for line in lines if line.time >= since)
-        if stopped and not lines:
-            return
-        if not lines:
-            time.sleep(0.1)
+        yield from procio.follow(lambda: self.state(container_id).status == Status.STOPPED, cdir, since)

@@ -31,6 +31,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from orchestrator.errors import RuntimeFailure
+from orchestrator.fsutil import write_atomic
 from orchestrator.runtime.linux.seccomp_profiles import (
     ACTIONS,
     OPERATORS,
@@ -182,12 +183,9 @@ def _read_cached(path: str) -> bytes | None:
 
 def _write_cached(path: str, prog: bytes) -> None:
     # write then rename: a concurrent reader sees the old state or the whole program, never half
-    tmp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(prog)
-        os.replace(tmp, path)
+        write_atomic(path, prog)
     except OSError as exc:
         raise RuntimeFailure(f"cannot write seccomp cache: {exc.strerror}", op="write", path=path,
                              errno=exc.errno or 0) from exc

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from orchestrator.fsutil import write_atomic
 from orchestrator.runtime.base import LogLine
 
 STATE, SPEC, SECCOMP, FIFO, STARTED, EXIT = ("state.json", "spec.json", "seccomp.bpf", "exec.fifo",
@@ -41,16 +42,11 @@ RESTART_REQ, RESTARTS, RESTART_FIFO, USER_STOP = "restart.json", "restarts.json"
 
 
 def write_json(path: Path | str, data: dict[str, Any]) -> None:
-    """Write-then-rename, so a reader (or a crashed writer) never leaves or sees half a file. No fsync:
-    it costs milliseconds per container start, and after a power loss everything is re-derived from
+    """Write-then-rename (``fsutil.write_atomic``: a unique temp name, so the API side, the monitor and
+    the restarter never collide), so a reader (or a crashed writer) never leaves or sees half a file.
+    No fsync: it costs milliseconds per container start, and after a power loss everything is re-derived from
     /proc and the cgroups anyway (a lost exit.json reads as "stopped, exit code unknown")."""
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, json.dumps(data).encode())
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+    write_atomic(path, json.dumps(data).encode())
 
 
 def read_json(path: Path | str) -> dict[str, Any] | None:

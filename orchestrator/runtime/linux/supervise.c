@@ -51,17 +51,18 @@ static long long now_ms(void) {
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void write_all(int fd, const char *buf, size_t len) {
+static int write_all(int fd, const char *buf, size_t len) {
     while (len > 0) {
         ssize_t n = write(fd, buf, len);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return;
+            return -1;
         }
         buf += n;
         len -= (size_t)n;
     }
+    return 0;
 }
 
 static void open_log(void) {
@@ -116,7 +117,7 @@ static void feed(int stream, const char *data, size_t len) {
 
 /* restart_ms >= 0: a restart follows after that delay ("restart_pending"), else this exit is final */
 static void record_exit(const char *dir, int status, long long restart_ms) {
-    char path[4200], tmp[4210], body[320];
+    char path[4200], tmp[4260], body[320];
     struct timespec ts;
     int n, fd;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -129,13 +130,17 @@ static void record_exit(const char *dir, int status, long long restart_ms) {
                   "\"restart_pending\": %s, \"restart_delay_ms\": %lld}", (long long)ts.tv_sec,
                   ts.tv_nsec / 1000, restart_ms >= 0 ? "true" : "false", restart_ms >= 0 ? restart_ms : -1);
     snprintf(path, sizeof path, "%s/exit.json", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    /* a temp name of our own (fsutil.write_atomic's pattern): the API side and the restarter write in
+     * this dir too, and a shared "exit.json.tmp" would let one rename the other's half-written file */
+    snprintf(tmp, sizeof tmp, "%s/.exit.json.%ld.%08lx.tmp", dir, (long)getpid(),
+             (unsigned long)(ts.tv_nsec ^ (long)random()));
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return;
-    write_all(fd, body, (size_t)n);
-    close(fd);
-    rename(tmp, path);
+    int bad = write_all(fd, body, (size_t)n) != 0;
+    bad |= close(fd) != 0;
+    if (bad || rename(tmp, path) != 0)
+        unlink(tmp);                    /* never leave a temp file behind; exit.json stays as it was */
 }
 
 /* the user-stop marker (written by kill/delete before any signal), or the state dir gone (deleted) */

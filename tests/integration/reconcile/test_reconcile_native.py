@@ -23,6 +23,7 @@ from orchestrator.manifest.model import StackSet
 from orchestrator.reconcile.controller import Result
 from orchestrator.reconcile.execute import Options
 from orchestrator.reconcile.session import Session
+from orchestrator.runtime.linux.native import LinuxRuntime
 from orchestrator.settings import Settings
 from orchestrator.state.observed import observe
 
@@ -151,7 +152,6 @@ def test_kill_at_every_step_then_apply_converges(session: Session, write: Callab
 
 def test_memory_change_updates_cgroup_in_place(session: Session, write: Callable[..., tuple[str, StackSet]]
                                                ) -> None:
-    from orchestrator.reconcile.cgroups import NativeCgroups
     path, ss = write(replicas=1)
     assert apply(session, path, ss).ok
     before = {r.slot: r.id for r in session.inventory.containers()}
@@ -162,14 +162,16 @@ def test_memory_change_updates_cgroup_in_place(session: Session, write: Callable
     assert r.ok and [(a.kind, a.reason) for a in r.plan.actions if a.kind == "update"] == [
         ("update", "resources.memory: 64Mi -> 96Mi")]
     assert {r.slot: r.id for r in session.inventory.containers()} == before   # same containers
-    cgroups = NativeCgroups(session.settings.root / "runtime")
+    cgroups = session.runtime                 # the native runtime's update/stats: its one cgroup seam
+    assert isinstance(cgroups, LinuxRuntime)
     stats = cgroups.stats(before["it/api-1"])
     assert stats.memory_limit_bytes == 96 << 20 and stats.pids_limit == 64
     # tampering: the limit raised behind our back is seen by the loop's pass and written back
     cgroups.update(before["it/api-1"], {"memory": {"limit": 200 << 20}})
     r = apply(session, path, ss2, enforce_restart=True)
     assert [a.reason for a in r.plan.actions] == ["drift: memory limit 200Mi -> 96Mi (changed outside)"]
-    assert cgroups.limits(before["it/api-1"]) == (96 << 20, 64)
+    stats = cgroups.stats(before["it/api-1"])
+    assert (stats.memory_limit_bytes, stats.pids_limit) == (96 << 20, 64)
 
 
 NET_STACK = """\

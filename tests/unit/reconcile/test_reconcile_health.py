@@ -7,6 +7,7 @@ import contextlib
 import socket
 import threading
 
+from orchestrator.errors import ExecTimeout
 from orchestrator.manifest.model import Healthcheck
 from orchestrator.reconcile.health import Prober, Readiness
 from orchestrator.runtime.base import ContainerState, ExecResult, Status
@@ -57,6 +58,15 @@ def test_exec_probe_output() -> None:
     rt.containers["c1"] = STATE
     ok, out = Prober(rt).probe("c1", STATE, Healthcheck(kind="exec", exec=("pg_isready",)))
     assert (ok, out) == (False, "exit 3: db not ready")
+
+
+def test_exec_probe_timeout_is_a_failed_probe() -> None:
+    def hang(cid: str, argv: object) -> ExecResult:
+        raise ExecTimeout("exec 'sleep' timed out after 2s and was killed", op="exec")
+    rt = FakeRuntime(exec_handler=hang)
+    rt.containers["c1"] = STATE
+    ok, out = Prober(rt).probe("c1", STATE, Healthcheck(kind="exec", exec=("sleep", "9"), timeout_s=2.0))
+    assert (ok, out) == (False, "exec probe timed out after 2s")
 
 
 def test_readiness_start_period_interval_retries() -> None:

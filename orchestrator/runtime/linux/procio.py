@@ -1,0 +1,188 @@
+"""Caller-side I/O of ``LinuxRuntime``: the pipes of an ``exec`` and the follower of a container's log.
+
+``exec_request`` builds an exec request from the state dir; ``run_exec`` sends it to a ``forkserver``
+with stdio and a status pipe, then reads them until the ``execproc`` helper is done: output is captured
+up to ``OUTPUT_CAP`` bytes per stream (the rest is read and dropped, so a chatty process never blocks on
+a full pipe), and with a timeout the process is SIGKILLed at the deadline (its pid arrives first on the
+status pipe) and ``ExecTimeout`` raised.
+``follow`` tails the log files ``statedir`` reads. Neighbours: ``native`` (the only caller),
+``execproc`` (the other end of the pipes), ``statedir`` (log format).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import ExecTimeout, RuntimeFailure
+from orchestrator.runtime.base import ContainerState, ExecResult, LogLine
+from orchestrator.runtime.linux import statedir as sd
+from orchestrator.runtime.linux.forkserver import ForkServer
+
+OUTPUT_CAP = 1 << 20          # bytes kept per stream: a probe's output is for a log line, not a file
+_KILL_GRACE_S = 2.0           # after the SIGKILL, how long the helper gets to reap and report
+
+
+def failure(err: dict[str, Any]) -> RuntimeFailure:
+    """A ``RuntimeFailure`` from the ``{"message", "op", "path", "errno"}`` a child reported."""
+    return RuntimeFailure(str(err.get("message", "runtime failure")), op=str(err.get("op", "")),
+                          path=str(err.get("path", "")), errno=int(err.get("errno", 0) or 0))
+
+
+def status_messages(raw: bytes) -> list[dict[str, Any]]:
+    """The JSON objects written one after another on a status pipe (a torn last one is ignored)."""
+    text, pos, out = raw.decode(errors="replace"), 0, []
+    decoder = json.JSONDecoder()
+    while pos < len(text):
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            break
+        try:
+            obj, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            break
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+def _merged(raw: bytes) -> dict[str, Any]:
+    """pid, the first error and the exit code of the messages so far."""
+    merged: dict[str, Any] = {}
+    for msg in status_messages(raw):
+        for key, value in msg.items():
+            merged.setdefault(key, value)      # the grandchild's own error wins over the helper's
+    return merged
+
+
+def exec_request(cdir: Path, st: ContainerState, argv: Sequence[str], env: Sequence[str],
+                 cwd: str | None) -> dict[str, Any]:
+    """The fork server's exec request: the container's process settings, cgroup and seccomp filter
+    (the same the init has, from the state dir) with the command to run."""
+    spec = sd.read_json(cdir / sd.SPEC) or {}
+    rec = sd.read_json(cdir / sd.STATE) or {}
+    prog = (cdir / sd.SECCOMP).read_bytes() if (cdir / sd.SECCOMP).exists() else b""
+    flags = 0
+    if prog:
+        from orchestrator.runtime.linux import seccomp
+        flags = seccomp.flags_value(spec.get("linux", {}).get("seccomp"))
+    return {"op": "exec", "pid": st.pid, "start_time": st.pid_start_time, "argv": list(argv),
+            "env": list(env), "cwd": cwd, "process": spec.get("process", {}), "cgroup": rec.get("cgroup"),
+            "seccomp": prog.hex(), "seccomp_flags": flags}
+
+
+def run_exec(server: ForkServer, req: dict[str, Any], capture: bool,
+             timeout: float | None = None) -> ExecResult:
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    ours: list[int] = [status_r]
+    theirs: list[int] = [status_w]
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    theirs.insert(0, null)
+    if capture:
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        ours += [out_r, err_r]
+        stdio = [null, out_w, err_w]
+        theirs += [out_w, err_w]
+    else:
+        stdio = [0, 1, 2]
+    try:
+        reply = server.request(req, [*stdio, status_w])
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    try:
+        if not reply.get("ok"):
+            raise failure(reply.get("error", {}))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        chunks, done = _drain(ours, status_r, deadline)
+        if not done:                       # the deadline passed: kill, let the helper reap, report
+            raw = _kill(status_r, b"".join(chunks[status_r]))
+            pid = _merged(raw).get("pid", 0)
+            raise ExecTimeout(f"exec {req['argv'][0]!r} timed out after {timeout:g}s and was killed",
+                              op="exec", path=str(pid or req["pid"]))
+        status = _merged(b"".join(chunks[status_r]))
+        if "error" in status:
+            raise failure(status["error"])
+        if "exit_code" not in status:
+            raise RuntimeFailure("exec ended without a status", op="exec", path=str(req["pid"]))
+        out = b"".join(chunks[ours[1]]) if capture else b""
+        err = b"".join(chunks[ours[2]]) if capture else b""
+        return ExecResult(int(status["exit_code"]), out, err)
+    finally:
+        for fd in ours:
+            os.close(fd)
+
+
+def _drain(fds: list[int], status_r: int,
+           deadline: float | None) -> tuple[dict[int, list[bytes]], bool]:
+    """Read every fd to EOF (keeping ``OUTPUT_CAP`` bytes of each output): (chunks, all at EOF)."""
+    chunks: dict[int, list[bytes]] = {fd: [] for fd in fds}
+    kept = dict.fromkeys(fds, 0)
+    open_fds = set(fds)
+    while open_fds:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return chunks, False
+        ready, _, _ = select.select(list(open_fds), [], [], left)
+        for fd in ready:
+            data = os.read(fd, 65536)
+            if not data:
+                open_fds.discard(fd)
+            elif fd == status_r or kept[fd] < OUTPUT_CAP:
+                data = data if fd == status_r else data[:OUTPUT_CAP - kept[fd]]
+                chunks[fd].append(data)
+                kept[fd] += len(data)
+    return chunks, True
+
+
+def _kill(status_r: int, raw: bytes) -> bytes:
+    """SIGKILL the exec'd process and wait (bounded) for its helper to reap it; all status bytes."""
+    grace = time.monotonic() + _KILL_GRACE_S
+    pid = int(_merged(raw).get("pid", 0))
+    while not pid and time.monotonic() < grace:     # still in set-up: its pid is on the way
+        ready, _, _ = select.select([status_r], [], [], grace - time.monotonic())
+        data = os.read(status_r, 65536) if ready else b""
+        if ready and not data:
+            return raw                               # the helper ended: nothing left to kill
+        raw += data
+        pid = int(_merged(raw).get("pid", 0))
+    if pid and "exit_code" not in _merged(raw):      # not reaped yet, so the pid is still that process
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    # the helper reaps it, reports and exits, closing its end; descendants may hold the output pipes
+    while time.monotonic() < grace:
+        ready, _, _ = select.select([status_r], [], [], grace - time.monotonic())
+        data = os.read(status_r, 65536) if ready else b""
+        if not data:
+            break
+        raw += data
+    return raw
+
+
+def follow(state: Callable[[], bool], cdir: Path, since: float) -> Iterator[LogLine]:
+    """Tail a container's log; ``state()`` says whether it has stopped (then drain and end)."""
+    # the rotated file first, then tail the live one until the container has stopped and it is drained
+    lines, _ = sd.read_log(cdir / (sd.LOG + ".1"))
+    yield from (line for line in lines if line.time >= since)
+    offset, inode = 0, 0
+    while True:
+        with contextlib.suppress(FileNotFoundError):
+            st = os.stat(cdir / sd.LOG)
+            if st.st_ino != inode:          # rotated under us: start the new file from its beginning
+                offset, inode = 0, st.st_ino
+        stopped = state()
+        lines, offset = sd.read_log(cdir / sd.LOG, offset)
+        yield from (line for line in lines if line.time >= since)
+        if stopped and not lines:
+            return
+        if not lines:
+            time.sleep(0.1)
