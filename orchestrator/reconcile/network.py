@@ -127,9 +127,8 @@ class NetworkWiring:
     def attach(self, dc: DesiredContainer, cid: str, pid: int) -> None:
         net = dc.spec.network
         if net.mode == "none":
-            from orchestrator.runtime.linux.network import links
-            links.setup_loopback(pid)
-        elif net.mode == "bridge":
+            return          # lo only, which the container's init brings up itself
+        if net.mode == "bridge":
             mgr = self._mgr()
             nets = {n.name: n for n in dc.stack_spec.networks}
             joined = []

@@ -62,6 +62,7 @@ class LinuxRuntime:
         self.log_max_bytes = log_max_bytes
         # the C half of the monitor (cmonitor.py); "" keeps the Python supervision loop
         self._supervisor = cmonitor.build(self.state_dir / ".bin") if c_supervisor else ""
+        self._drivers: dict[Path, CgroupDriver] = {}
         self._servers = ServerPool(max(1, min(4, os.cpu_count() or 1)))
         # deleted state dirs are renamed here and removed by one background thread: on this host's ext4
         # the unlinks cost ~2 ms each, most of a delete; anything left by a crash is queued now
@@ -104,8 +105,13 @@ class LinuxRuntime:
     # ---- cgroups ------------------------------------------------------------------------------------
 
     def _driver(self, root: Path | None = None) -> CgroupDriver:
-        from orchestrator.runtime.linux.cgroups import open_driver
-        return open_driver(self.cgroup_root if root is None else root)
+        """The cgroup driver of a hierarchy root, detected once (statfs, /proc/self/cgroup) per root."""
+        key = self.cgroup_root if root is None else root
+        driver = self._drivers.get(key)
+        if driver is None:
+            from orchestrator.runtime.linux.cgroups import open_driver
+            driver = self._drivers[key] = open_driver(key)
+        return driver
 
     def _recorded_cgroup(self, rec: dict[str, Any]) -> Cgroup:
         """The cgroup a container's state.json records (hierarchy root and path): the one seam every
