@@ -120,6 +120,10 @@ def _setup(chan: socket.socket, req: dict[str, Any], init_pid: int) -> int:
             raw = chan.recv(65536)
         except TimeoutError as exc:
             raise RuntimeFailure("container init did not finish set-up in time", op="create") from exc
+        except ConnectionResetError:
+            # the init exited with our "cgroup" message unread (it failed a step first): the kernel
+            # reports the reset once, ahead of the messages still queued for us (its error report)
+            continue
         if not raw:
             raise RuntimeFailure("container init exited during set-up", op="create", path=req["bundle"])
         msg = json.loads(raw)
