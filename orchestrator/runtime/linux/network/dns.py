@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from orchestrator.errors import NetworkError
+from orchestrator.runtime.linux.network.hosts import resolv_nameservers
 
 QTYPE_A = 1
 QCLASS_IN = 1
@@ -133,17 +134,7 @@ class Zone:
 
 def host_resolvers(path: str = "/etc/resolv.conf") -> list[tuple[str, int]]:
     """IPv4 nameservers of the host's resolv.conf, as upstreams (loopback ones work: we run on the host)."""
-    out = []
-    try:
-        with open(path) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 2 and parts[0] == "nameserver":
-                    with contextlib.suppress(ValueError):
-                        out.append((str(ipaddress.IPv4Address(parts[1])), DNS_PORT))
-    except OSError:
-        return []
-    return out
+    return [(str(ip), DNS_PORT) for ip in resolv_nameservers(path) if ip.version == 4]
 
 
 @dataclass(eq=False)

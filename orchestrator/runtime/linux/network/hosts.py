@@ -11,6 +11,7 @@ the kernel (``write_in_place`` only writes the file the caller names).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -109,23 +110,25 @@ def hostname_file(hostname: str) -> str:
     return f"{hostname}\n"
 
 
-def host_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
-    """The host's nameservers a container can use: not the loopback ones (a container's loopback is
-    its own, e.g. systemd-resolved's 127.0.0.53 is not there)."""
+def resolv_nameservers(path: str = "/etc/resolv.conf") -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every parseable ``nameserver`` of a resolv.conf, in order; [] when it cannot be read."""
     out = []
     try:
         with open(path) as f:
             for line in f:
                 parts = line.split()
                 if len(parts) >= 2 and parts[0] == "nameserver":
-                    try:
-                        if not ipaddress.ip_address(parts[1]).is_loopback:
-                            out.append(parts[1])
-                    except ValueError:
-                        continue
+                    with contextlib.suppress(ValueError):
+                        out.append(ipaddress.ip_address(parts[1]))
     except OSError:
         return []
     return out
+
+
+def host_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
+    """The host's nameservers a container can use: not the loopback ones (a container's loopback is
+    its own, e.g. systemd-resolved's 127.0.0.53 is not there)."""
+    return [str(ip) for ip in resolv_nameservers(path) if not ip.is_loopback]
 
 
 def resolv_conf(nameservers: Sequence[str], search: Sequence[str] = (),
