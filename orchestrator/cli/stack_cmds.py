@@ -385,10 +385,14 @@ def stats_cmd(args: argparse.Namespace, ctx: Context) -> int:
                 cpu = 100.0 * (st.cpu_usage_ns - old.cpu_usage_ns) / ((t1 - t0) * 1e9) if t1 > t0 else 0.0
                 rows.append({"container": slot, "cpu_percent": round(cpu, 1), "memory": st.memory_usage_bytes,
                              "memory_limit": st.memory_limit_bytes, "pids": st.pids_current,
-                             "pids_limit": st.pids_limit, "oom_kills": st.oom_kill_count})
-            ctx.emit(rows, headers=("container", "cpu %", "mem", "mem limit", "pids", "oom kills"),
+                             "pids_limit": st.pids_limit, "oom_kills": st.oom_kill_count,
+                             "block_read_bytes": st.blkio_read_bytes,
+                             "block_write_bytes": st.blkio_write_bytes})
+            headers = ("container", "cpu %", "mem", "mem limit", "pids", "block i/o", "oom kills")
+            ctx.emit(rows, headers=headers,
                      rows=[[r["container"], f"{r['cpu_percent']:.1f}", _mib(r["memory"]),
-                            _mib(r["memory_limit"]), f"{r['pids']}/{r['pids_limit'] or '-'}", r["oom_kills"]]
+                            _mib(r["memory_limit"]), f"{r['pids']}/{r['pids_limit'] or '-'}",
+                            f"{_mib(r['block_read_bytes'])} / {_mib(r['block_write_bytes'])}", r["oom_kills"]]
                            for r in rows])
             if args.no_stream:
                 return 0
