@@ -99,17 +99,14 @@ class Controller:
         self._resolved = {}
         for stack in stackset.stacks:
             if any(svc.configs or svc.secrets for svc in stack.services):
-                for svc in stack.services:
-                    if any(fm.env for fm in svc.secrets):
-                        raise ReconcileError(f"service {stack.name}/{svc.name}: secrets as environment "
-                                             "variables are not supported by the runtime yet")
                 self._resolved[stack.name] = resolve_stack(stack, self.env)
                 redact.register(self._resolved[stack.name].secrets.values())
         digests = {name: r.digests() for name, r in self._resolved.items()}
         return desired_state(stackset, ids, source, digests)
 
     def files_for(self, dc: DesiredContainer) -> list[FileSpec]:
-        """The configs and secrets of one container, contents in memory (for ``runtime.create``)."""
+        """The configs and secrets of one container, contents in memory (for ``runtime.create``); a
+        secret mount with ``env`` is a FileSpec with ``env`` set (the runtime's init exports it)."""
         resolved = self._resolved.get(dc.stack)
         if resolved is None or not (dc.spec.configs or dc.spec.secrets):
             return []

@@ -8,6 +8,11 @@ the contents into one binary payload (:func:`encode_payload` / :func:`decode_pay
 memory (a memfd passed over the fork server's socket) to the container init, never through
 config.json, the state dir or any other file. The kernel side is ``runtime.linux.filemounts``.
 
+A secret mount with ``env: NAME`` is a FileSpec with ``env`` set: the same content is also the value of
+the environment variable NAME of the container's process. It rides in the same payload (the header
+carries the name, never the value), so a restart replays it like the files; :func:`environment` is
+what the init adds to the process environment right before ``execve``.
+
 Neighbours: ``secrets.materialise`` (writes the files; its ``FileSpec`` is ours minus the content; its
 ``relative_parts``/``FileMeta``/``content_bytes`` are the path check and types used here too),
 ``secrets.value`` (SecretValue); the reconciler builds these from ``secrets.digest.config_items`` /
@@ -44,6 +49,7 @@ class FileSpec:
     gid: int = 0
     mode: int = 0o444
     secret: bool = False
+    env: str = ""                                # also the value of this environment variable
 
     def data(self) -> bytes:
         return content_bytes(self.content)
@@ -54,8 +60,34 @@ def file_specs(configs: Iterable[tuple[FileMeta, bytes | SecretValue]] = (),
     """FileSpecs from ``secrets.digest.config_items`` / ``secret_items`` (anything with
     target/uid/gid/mode paired with its content)."""
     out = [FileSpec(m.target, c, m.uid, m.gid, m.mode, secret=False) for m, c in configs]
-    out += [FileSpec(m.target, c, m.uid, m.gid, m.mode, secret=True) for m, c in secrets]
+    out += [FileSpec(m.target, c, m.uid, m.gid, m.mode, secret=True, env=str(getattr(m, "env", "") or ""))
+            for m, c in secrets]
     return out
+
+
+def check_env_name(name: str, target: str) -> None:
+    """A variable name execve and a shell can carry: no ``=``, no NUL, not empty, ASCII."""
+    if not name or "=" in name or "\0" in name or not name.isascii() or not name.isprintable():
+        raise RuntimeFailure(f"invalid environment variable name {name!r}", op="files", path=target)
+
+
+def env_value(f: FileSpec) -> str:
+    """The text of ``f``'s environment variable. Refuses NUL and non-UTF-8 naming the variable, never
+    quoting the value (it is a secret)."""
+    data = f.data()
+    if b"\0" in data:
+        raise RuntimeFailure(f"secret for environment variable {f.env} contains a NUL byte", op="env",
+                             path=f.env)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RuntimeFailure(f"secret for environment variable {f.env} is not valid UTF-8", op="env",
+                             path=f.env) from None
+
+
+def environment(files: Sequence[FileSpec]) -> dict[str, str]:
+    """NAME -> value for every FileSpec with ``env`` set (checked as :func:`env_value`)."""
+    return {f.env: env_value(f) for f in files if f.env}
 
 
 def normalise(target: str) -> str:
@@ -66,6 +98,7 @@ def check_files(files: Sequence[FileSpec]) -> None:
     """Refuse what the init could not do: relative or escaping targets, duplicates, a target inside
     another file, a mode out of range, ids out of range, too much content."""
     seen: set[str] = set()
+    names: set[str] = set()
     total = 0
     for f in files:
         target = normalise(f.target)
@@ -79,6 +112,12 @@ def check_files(files: Sequence[FileSpec]) -> None:
         if target in DIR_MOUNTS:
             raise RuntimeFailure("a file cannot replace a shared files directory", op="files", path=target)
         total += len(f.data())
+        if f.env:
+            check_env_name(f.env, target)
+            if f.env in names:
+                raise RuntimeFailure(f"two secrets for environment variable {f.env}", op="files", path=target)
+            names.add(f.env)
+            env_value(f)
     if total > MAX_TOTAL_BYTES:
         raise RuntimeFailure(f"files too large ({total} bytes, at most {MAX_TOTAL_BYTES})", op="files",
                              path=sorted(seen)[0])
@@ -121,9 +160,10 @@ def plan_mounts(files: Sequence[FileSpec]) -> MountPlan:
 
 
 def layout(files: Sequence[FileSpec]) -> list[dict[str, Any]]:
-    """What may be recorded on disk about the files: targets, owners, modes, no content."""
-    return [{"target": normalise(f.target), "uid": f.uid, "gid": f.gid, "mode": f.mode, "secret": f.secret}
-            for f in files]
+    """What may be recorded on disk about the files: targets, owners, modes, environment variable
+    names; no content."""
+    return [{"target": normalise(f.target), "uid": f.uid, "gid": f.gid, "mode": f.mode, "secret": f.secret,
+             "env": f.env} for f in files]
 
 
 def encode_payload(files: Sequence[FileSpec]) -> bytes:
@@ -148,7 +188,7 @@ def decode_payload(payload: bytes) -> list[FileSpec]:
             offset += len(data)
             content: bytes | SecretValue = SecretValue(data) if meta["secret"] else data
             out.append(FileSpec(meta["target"], content, int(meta["uid"]), int(meta["gid"]),
-                                int(meta["mode"]), bool(meta["secret"])))
+                                int(meta["mode"]), bool(meta["secret"]), str(meta.get("env", ""))))
     except (struct.error, ValueError, KeyError, TypeError) as exc:
         # never echo the payload: it holds secret bytes
         raise RuntimeFailure(f"malformed files payload ({type(exc).__name__})", op="files") from None

@@ -167,14 +167,6 @@ def restart_digest(service: Service, digests: Mapping[str, str]) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-def secret_environment(service: Service, resolved: Resolved) -> dict[str, SecretValue]:
-    """Environment variables the service asked for (``secrets: [{source: x, env: NAME}]``).
-
-    Returned as SecretValues, not text: the runtime must hand them to the container's init over its
-    setup channel and never write them into config.json on disk."""
-    return {fm.env: resolved.secrets[fm.name] for fm in service.secrets if fm.env}
-
-
 def config_items(service: Service, resolved: Resolved) -> list[tuple[FileMount, bytes]]:
     """(mount, content) for every config the service mounts: input to ``materialise.write_config_files``."""
     return [(fm, resolved.configs[fm.name]) for fm in service.configs]

@@ -26,6 +26,7 @@ import struct
 from typing import Any, NoReturn
 
 from orchestrator.errors import RuntimeFailure
+from orchestrator.runtime.files import FileSpec, environment
 from orchestrator.runtime.linux import filemounts, rootfs
 from orchestrator.runtime.linux import syscalls as sc
 from orchestrator.runtime.linux.spec import namespace_plan, rlimit_number
@@ -313,12 +314,13 @@ def container_init(req: dict[str, Any], chan: socket.socket, stdio: tuple[int, i
         step.name = "devices"                # after the mounts: /dev is usually a fresh tmpfs
         if any(m["destination"].rstrip("/") == "/dev" for m in spec.get("mounts", [])):
             rootfs.create_devices(root, linux.get("devices", []), in_userns)
+        files: list[FileSpec] = []
         if req.get("files_payload") is not None:
             # configs and secrets: a tmpfs bound read-only into the root, before pivot_root hides staging
             step.name = "files"
             from orchestrator.runtime.files import decode_payload
-            filemounts.install(root, os.path.join(req["state_dir"], filemounts.STAGING),
-                               decode_payload(req.pop("files_payload")))
+            files = decode_payload(req.pop("files_payload"))
+            filemounts.install(root, os.path.join(req["state_dir"], filemounts.STAGING), files)
         step.name = "exec fifo"              # opened read-write: our read then blocks until start writes
         fifo = os.open(req["exec_fifo"], os.O_RDWR | os.O_CLOEXEC)
         step.name = "oom_score_adj"          # via the host /proc, still reachable before pivot_root
@@ -371,6 +373,9 @@ def container_init(req: dict[str, Any], chan: socket.socket, stdio: tuple[int, i
             install_seccomp(req)
         step.name = "find executable"        # fail at create, as runc does, not at start with exit 127
         _find_executable(process)
+        step.name = "secret environment"     # ``env:`` secrets, from the in-memory payload only
+        secret_env = environment(files)      # refuses NUL / non-UTF-8 naming the variable, not the value
+        del files
         step.name = "close fds"
         close_fds({fifo, chan.fileno()})
         _send(chan, {"ready": True})
@@ -380,6 +385,7 @@ def container_init(req: dict[str, Any], chan: socket.socket, stdio: tuple[int, i
     try:
         if os.read(fifo, 1) != b"":
             env = dict(e.split("=", 1) for e in process.get("env", []) if "=" in e)
+            env.update(secret_env)           # a secret mount's ``env`` wins over the spec's variable
             reset_signals()                  # last: python's SIG_IGN for SIGPIPE/SIGXFSZ must not leak
             os.execvpe(process["args"][0], process["args"], env)
     except OSError as exc:

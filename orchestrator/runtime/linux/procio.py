@@ -63,10 +63,39 @@ def _merged(raw: bytes) -> dict[str, Any]:
     return merged
 
 
+def secret_environment(cdir: Path, st: ContainerState) -> list[str]:
+    """``NAME=value`` for the container's ``env:`` secrets, so an exec sees them as the container's
+    process does (as ``kubectl exec`` does). The names come from the files layout (names only, on disk);
+    the values from ``/proc/<pid>/environ`` of the container's process (the init that exec'd with
+    them), read here in memory and sent over the fork server's socket only. The pid's start time is
+    checked after the read, so a recycled pid is never read from. A process that rewrites its own
+    environment block (setproctitle) changes what is read: a variable that no longer parses is left out."""
+    from orchestrator.runtime.linux import filemounts
+    raw = sd.read_json(cdir / filemounts.LAYOUT) or {}
+    names = {str(f.get("env")) for f in raw.get("files", []) if f.get("env")}
+    if not names or not st.pid:
+        return []
+    try:
+        with open(f"/proc/{st.pid}/environ", "rb") as f:
+            block = f.read()
+    except OSError:
+        return []
+    if sd.start_time(st.pid) != st.pid_start_time:
+        return []
+    out: list[str] = []
+    for entry in block.split(b"\0"):
+        name, sep, _ = entry.partition(b"=")
+        if sep and name.decode(errors="replace") in names:
+            with contextlib.suppress(UnicodeDecodeError):
+                out.append(entry.decode("utf-8"))
+    return out
+
+
 def exec_request(cdir: Path, st: ContainerState, argv: Sequence[str], env: Sequence[str],
                  cwd: str | None) -> dict[str, Any]:
     """The fork server's exec request: the container's process settings, cgroup and seccomp filter
-    (the same the init has, from the state dir) with the command to run."""
+    (the same the init has, from the state dir) with the command to run. The container's ``env:``
+    secrets come before ``env`` (the caller's own variables win)."""
     spec = sd.read_json(cdir / sd.SPEC) or {}
     rec = sd.read_json(cdir / sd.STATE) or {}
     prog = (cdir / sd.SECCOMP).read_bytes() if (cdir / sd.SECCOMP).exists() else b""
@@ -75,7 +104,8 @@ def exec_request(cdir: Path, st: ContainerState, argv: Sequence[str], env: Seque
         from orchestrator.runtime.linux import seccomp
         flags = seccomp.flags_value(spec.get("linux", {}).get("seccomp"))
     return {"op": "exec", "pid": st.pid, "start_time": st.pid_start_time, "argv": list(argv),
-            "env": list(env), "cwd": cwd, "process": spec.get("process", {}), "cgroup": rec.get("cgroup"),
+            "env": [*secret_environment(cdir, st), *env], "cwd": cwd, "process": spec.get("process", {}),
+            "cgroup": rec.get("cgroup"),
             "seccomp": prog.hex(), "seccomp_flags": flags}
 
 

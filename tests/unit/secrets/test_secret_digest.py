@@ -16,7 +16,6 @@ from orchestrator.secrets.digest import (
     content_digests,
     resolve_stack,
     restart_digest,
-    secret_environment,
     secret_items,
     signals,
     strongest,
@@ -144,14 +143,6 @@ def test_all_problems_reported_together(tmp_path: Path) -> None:
     paths = sorted(p.path for p in info.value.problems)
     assert paths == ["spec.secrets.db.env", "spec.secrets.tls.file"]
     assert all(p.line > 0 for p in info.value.problems)
-
-
-def test_secret_environment(tmp_path: Path) -> None:
-    stack = _stack(tmp_path)
-    resolved = resolve_stack(stack, ENV)
-    env = secret_environment(stack.service("api"), resolved)
-    assert list(env) == ["DB_PASSWORD"] and env["DB_PASSWORD"].reveal() == b"pw-1"
-    assert secret_environment(stack.service("web"), resolved) == {}
 
 
 def test_items_for_materialisation(tmp_path: Path) -> None:
