@@ -8,6 +8,7 @@ as before it, or the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -45,13 +46,34 @@ def _netns() -> set[str]:
         return set()
 
 
+_CGROUP_BASES = ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified")
+# the default parent every container cgroup is nested under (like Docker's "docker"): shared
+# infrastructure that outlives containers, so not a leak itself; the session removes it if it made it
+_DEFAULT_PARENTS = {f"{base}/orchestrator" for base in _CGROUP_BASES}
+
+
 def _cgroups() -> set[str]:
     found: set[str] = set()
-    for base in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified"):
+    for base in _CGROUP_BASES:
         for dirpath, _dirs, _files in os.walk(base):
-            if "orchestrator" in dirpath:
+            if "orchestrator" in dirpath and dirpath not in _DEFAULT_PARENTS:
                 found.add(dirpath)
     return found
+
+
+def _parents() -> set[str]:
+    base = "/sys/fs/cgroup"
+    return {p for h in os.listdir(base) if os.path.isdir(p := os.path.join(base, h, "orchestrator"))}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _default_cgroup_parent() -> Iterator[None]:
+    """Remove the default ``orchestrator`` parent cgroups at the end if this run created them."""
+    existed = _parents()
+    yield
+    for parent in _parents() - existed if IS_ROOT else ():
+        with contextlib.suppress(OSError):          # only when empty: a leak inside fails its own test
+            os.rmdir(parent)
 
 
 def snapshot() -> dict[str, set[str]]:
