@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # BENCH_RESULTS redirects the dated results files (smoke runs that should not land in the repo)
 RESULTS = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
@@ -195,3 +196,47 @@ def kill_leftovers(root: Path) -> int:
             except ProcessLookupError:
                 pass
     return killed
+
+
+def running_with(state_dir: Path, needle: bytes) -> bool:
+    """Whether a container of the runtime state dir ``state_dir`` runs a process whose command line
+    contains ``needle`` (read from each container's state.json and /proc)."""
+    if not state_dir.is_dir():
+        return False
+    for d in state_dir.iterdir():
+        try:
+            pid = int(json.loads((d / "state.json").read_text()).get("pid", 0))
+            if pid and needle in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def wait_for(state_dir: Path, needle: bytes, timeout_s: float, proc: subprocess.Popen[bytes]) -> float:
+    """Poll (every millisecond) until ``running_with``; the perf_counter time it became true. Fails if
+    ``proc`` (the watch or gitops loop under test) exits first."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        if running_with(state_dir, needle):
+            return time.perf_counter()
+        if proc.poll() is not None:
+            raise SystemExit(f"the process under test ({proc.args!r}) exited with {proc.returncode}")
+        time.sleep(0.001)
+    raise SystemExit(f"no container running {needle!r} after {timeout_s} s")
+
+
+def stopper(proc: subprocess.Popen[bytes], log: Any) -> Callable[[], None]:
+    """A clean-up that stops ``proc`` by its pid (SIGTERM, SIGKILL after 10 s) and closes its log."""
+    import signal as _signal
+
+    def stop() -> None:
+        if proc.poll() is None:
+            os.kill(proc.pid, _signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, _signal.SIGKILL)
+                proc.wait()
+        log.close()
+    return stop

@@ -14,16 +14,14 @@ The gitops process is stopped by its pid (SIGTERM; containers keep running), the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import Sample, report
+from common import Sample, report, stopper, wait_for
 from workspace import Workspace
 
 
@@ -46,30 +44,6 @@ def git(cwd: Path, *args: str) -> str:
            "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, text=True,
                           capture_output=True).stdout.strip()
-
-
-def running_with(state_dir: Path, needle: bytes) -> bool:
-    if not state_dir.is_dir():
-        return False
-    for d in state_dir.iterdir():
-        try:
-            pid = int(json.loads((d / "state.json").read_text()).get("pid", 0))
-            if pid and needle in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return True
-        except (OSError, ValueError):
-            continue
-    return False
-
-
-def wait_for(state_dir: Path, needle: bytes, timeout_s: float, proc: subprocess.Popen[bytes]) -> float:
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout_s:
-        if running_with(state_dir, needle):
-            return time.perf_counter()
-        if proc.poll() is not None:
-            raise SystemExit(f"orchestrator gitops exited with {proc.returncode}")
-        time.sleep(0.001)
-    raise SystemExit(f"no container running {needle!r} after {timeout_s} s")
 
 
 def main() -> int:
@@ -96,15 +70,7 @@ def main() -> int:
         proc = subprocess.Popen([*orch, "gitops", "--repo", f"file://{bare}", "--path", "stacks",
                                  "--interval", "1s"], env=env, stdout=log, stderr=subprocess.STDOUT)
 
-        def stop() -> None:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            log.close()
+        stop = stopper(proc, log)
         ws.on_close(stop)
         state_dir = root / "runtime"
         wait_for(state_dir, b"sleep 200000 ", 30, proc)

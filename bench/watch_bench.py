@@ -14,14 +14,11 @@ The watch process is stopped by its pid (SIGTERM; containers keep running), then
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
 import subprocess
 import time
-from pathlib import Path
 
-from common import Sample, report
+from common import Sample, report, stopper, wait_for
 from start_bench import ours as start_ours
 from workspace import Workspace
 
@@ -39,30 +36,6 @@ spec:
       command: ["sh", "-c", "trap 'exit 0' TERM; sleep {arg} & wait"]
       network: none
 """
-
-
-def running_with(state_dir: Path, needle: bytes) -> bool:
-    if not state_dir.is_dir():
-        return False
-    for d in state_dir.iterdir():
-        try:
-            pid = int(json.loads((d / "state.json").read_text()).get("pid", 0))
-            if pid and needle in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return True
-        except (OSError, ValueError):
-            continue
-    return False
-
-
-def wait_for(state_dir: Path, needle: bytes, timeout_s: float, proc: subprocess.Popen[bytes]) -> float:
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout_s:
-        if running_with(state_dir, needle):
-            return time.perf_counter()
-        if proc.poll() is not None:
-            raise SystemExit(f"orchestrator watch exited with {proc.returncode}")
-        time.sleep(0.001)
-    raise SystemExit(f"no container running {needle!r} after {timeout_s} s")
 
 
 def main() -> int:
@@ -84,15 +57,7 @@ def main() -> int:
         proc = subprocess.Popen(["orchestrator", "watch", "-f", str(d)], env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
 
-        def stop_watch() -> None:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            log.close()
+        stop_watch = stopper(proc, log)
         ws.on_close(stop_watch)
         state_dir = root / "runtime"
         wait_for(state_dir, b"sleep 100000 ", 30, proc)

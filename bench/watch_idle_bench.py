@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import Sample, report
+from common import Sample, report, stopper
 from workspace import Workspace
 
 STACK = """apiVersion: orchestrator/v1
@@ -135,15 +134,7 @@ def main() -> int:
         proc = subprocess.Popen([*orch, "--log-level", "info", "watch", "-f", str(d), *poll], env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
 
-        def stop() -> None:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            log.close()
+        stop = stopper(proc, log)
         ws.on_close(stop)
         t0 = time.monotonic()
         while b"create: new stack" not in log_path.read_bytes():
