@@ -17,11 +17,12 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rootfs_kit import build_busybox_rootfs
 
 from orchestrator import manifest as manifests
 from orchestrator.images.mounts import dir_rootfs_mounts, overlay_mount
@@ -31,7 +32,6 @@ from orchestrator.settings import Settings
 from orchestrator.state.desired import DesiredContainer
 
 HERE = Path(__file__).parent
-BUSYBOX = Path("/bin/busybox")
 PROBE = "/probe/escape_probe"              # inside the container
 PROBE_SUID = "/probe/escape_probe_suid"    # setuid-root copy
 
@@ -114,19 +114,7 @@ class Escape:
 
 
 def build_rootfs(dest: Path, probe: Path, host_dir: Path) -> None:
-    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc", "tmp", "root", "probe"):
-        (dest / d).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(BUSYBOX, dest / "bin" / "busybox")
-    applets = subprocess.run([str(BUSYBOX), "--list-full"], capture_output=True, text=True,
-                             check=True).stdout.split()
-    for applet in applets:
-        link = dest / applet
-        if not link.exists():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink("/bin/busybox", link)
-    (dest / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n")
-    (dest / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
-    (dest / "tmp").chmod(0o1777)
+    build_busybox_rootfs(dest, extra_dirs=("probe",))
     shutil.copy2(probe, dest / "probe" / "escape_probe")
     suid = dest / "probe" / "escape_probe_suid"
     shutil.copy2(probe, suid)

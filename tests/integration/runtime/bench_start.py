@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.append(str(Path(__file__).parents[2]))          # tests/: rootfs_kit, which conftest imports
 from conftest import Bundles, build_busybox_rootfs
 
 from orchestrator.runtime.linux import seccomp_profiles

@@ -10,36 +10,19 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import os
-import shutil
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import rootfs_kit
 
 from orchestrator.runtime.base import Mount
 
-BUSYBOX = Path("/bin/busybox")
-
 
 def build_busybox_rootfs(dest: Path) -> Path:
-    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc", "tmp", "root", "var/log"):
-        (dest / d).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(BUSYBOX, dest / "bin" / "busybox")
-    applets = subprocess.run([str(BUSYBOX), "--list-full"], capture_output=True, text=True,
-                             check=True).stdout.split()
-    for applet in applets:
-        link = dest / applet
-        if not link.exists():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink("/bin/busybox", link)
-    (dest / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n")
-    (dest / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
-    (dest / "tmp").chmod(0o1777)
-    return dest
+    return rootfs_kit.build_busybox_rootfs(dest, extra_dirs=("var/log",))
 
 
 BASE_SPEC: dict[str, Any] = {
