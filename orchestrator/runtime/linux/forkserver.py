@@ -35,7 +35,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from orchestrator.errors import RuntimeFailure
@@ -118,15 +118,15 @@ def _files_payload(req: dict[str, Any], fds: list[int]) -> bytes:
     return filemounts.read_payload(fds[0])
 
 
-def _create(req: dict[str, Any], fds: list[int], sock: socket.socket) -> dict[str, Any]:
-    if req.get("files"):
-        req["files_payload"] = _files_payload(req, fds)
+def _child_reply(sock: socket.socket, body: Callable[[int], object], died: str, op: str,
+                 path: str) -> tuple[int, dict[str, Any]]:
+    """Fork a child running ``body(report_fd)`` and read its JSON report to EOF: (child pid, report),
+    or an error naming ``died`` when it ended without one."""
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
-        # one fork, not two: the monitor is our child until we exit (then the host init adopts it) and
-        # is reaped by our SIGCHLD handler. setsid: no terminal signals from the CLI reach it.
-        if os.fork() == 0:
-            _in_child(sock, lambda: _monitor(req, w))
+        pid = os.fork()
+        if pid == 0:
+            _in_child(sock, lambda: body(w))
     finally:
         os.close(w)
     try:
@@ -134,9 +134,18 @@ def _create(req: dict[str, Any], fds: list[int], sock: socket.socket) -> dict[st
     finally:
         os.close(r)
     if not raw:
-        return {"ok": False, "error": {"message": "container monitor died during set-up", "op": "create",
-                                       "path": req.get("state_dir", ""), "errno": 0}}
+        return pid, {"ok": False, "error": {"message": died, "op": op, "path": path, "errno": 0}}
     reply: dict[str, Any] = json.loads(raw)
+    return pid, reply
+
+
+def _create(req: dict[str, Any], fds: list[int], sock: socket.socket) -> dict[str, Any]:
+    if req.get("files"):
+        req["files_payload"] = _files_payload(req, fds)
+    # one fork, not two: the monitor is our child until we exit (then the host init adopts it) and is
+    # reaped by our SIGCHLD handler. setsid (in _monitor): no terminal signals from the CLI reach it.
+    _pid, reply = _child_reply(sock, lambda w: _monitor(req, w), "container monitor died during set-up",
+                               "create", req.get("state_dir", ""))
     return reply
 
 
@@ -145,23 +154,10 @@ def _rotate(req: dict[str, Any], fds: list[int], sock: socket.socket) -> dict[st
     single-threaded process, and we must not change our own namespaces)."""
     from orchestrator.runtime.linux import filemounts
     payload = _files_payload(req, fds)
-    r, w = os.pipe2(os.O_CLOEXEC)
-    try:
-        pid = os.fork()
-        if pid == 0:
-            _in_child(sock, lambda: filemounts.run_rotation(req, payload, w))
-    finally:
-        os.close(w)
-    try:
-        raw = _read_all(r)
-    finally:
-        os.close(r)
+    pid, reply = _child_reply(sock, lambda w: filemounts.run_rotation(req, payload, w),
+                              "file rotation helper died", "update_files", str(req.get("pid", "")))
     with contextlib.suppress(ChildProcessError):     # the SIGCHLD handler may have reaped it
         os.waitpid(pid, 0)
-    if not raw:
-        return {"ok": False, "error": {"message": "file rotation helper died", "op": "update_files",
-                                       "path": str(req.get("pid", "")), "errno": 0}}
-    reply: dict[str, Any] = json.loads(raw)
     return reply
 
 
