@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import kill_leftovers
+from common import ORCH, compile_bytecode, kill_leftovers
 
 
 def stack_yaml(n: int) -> str:
@@ -31,7 +31,7 @@ def stack_yaml(n: int) -> str:
 
 def run(env: dict[str, str], *argv: str) -> float:
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "orchestrator", *argv], env=env, capture_output=True, text=True,
+    r = subprocess.run([*ORCH, *argv], env=env, capture_output=True, text=True,
                        check=False)
     dt = time.perf_counter() - t
     if r.returncode != 0:
@@ -44,6 +44,7 @@ def main() -> int:
     ap.add_argument("--services", type=int, default=50)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
+    compile_bytecode()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         for d in ("bin", "proc", "dev", "sys", "tmp", "etc"):
@@ -61,7 +62,7 @@ def main() -> int:
                 downs.append(run(env, "down", "bench"))
         finally:
             # a failed run must not leave 50 containers behind when the temp root goes
-            subprocess.run([sys.executable, "-m", "orchestrator", "down", "bench"], env=env,
+            subprocess.run([*ORCH, "down", "bench"], env=env,
                            capture_output=True, check=False)
             if kill_leftovers(base / "state"):
                 print("warning: down left containers running; killed them by pid", file=sys.stderr)

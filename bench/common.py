@@ -14,6 +14,7 @@ import platform
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,34 @@ CRUN_NS: tuple[str, ...] = ("unshare", "-m", "--propagation", "private", "sh", "
 # (the default nproc/nofile maxima are refused by crun here)
 PODMAN_FLAGS: tuple[str, ...] = ("--cgroup-manager=cgroupfs", "--events-backend=file")
 PODMAN_RUN_FLAGS: tuple[str, ...] = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _orchestrator_python() -> str:
+    """The interpreter of the product as ``scripts/setup.sh`` installs it (the venv on Debian's
+    python3): the whole-command timings are the product's, not a development machine's (a pyenv shim
+    alone adds ~50 ms to every command). Falls back to the interpreter running the benchmark."""
+    venv = REPO / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+ORCH_PYTHON = _orchestrator_python()
+ORCH: tuple[str, ...] = (ORCH_PYTHON, "-m", "orchestrator")
+
+
+def orch_line(*args: str | Path) -> str:
+    """One shell-free ``orchestrator`` command line for hyperfine -N (our temp paths have no spaces)."""
+    return " ".join([*ORCH, *map(str, args)])
+
+
+def compile_bytecode() -> None:
+    """Write the package's .pyc files, as installing a wheel does: with PYTHONDONTWRITEBYTECODE set (as
+    on these machines) every command would otherwise compile the modules it imports (~70 ms)."""
+    subprocess.run([ORCH_PYTHON, "-m", "compileall", "-q", str(REPO / "orchestrator")], check=True,
+                   stdout=subprocess.DEVNULL, env={k: v for k, v in os.environ.items()
+                                                    if k != "PYTHONDONTWRITEBYTECODE"})
+
 
 APPLETS = ("sh", "true", "false", "sleep", "echo", "cat", "ls", "id", "hostname", "httpd", "wget")
 

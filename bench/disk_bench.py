@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 from bigimage import LayerSpec, extend
-from common import CRUN_NS, PODMAN_RUN_FLAGS, Sample, report
+from common import CRUN_NS, ORCH, PODMAN_RUN_FLAGS, Sample, report
 from workspace import Podman, Workspace
 
 CMD = "echo written-by-the-container > /hello; trap 'exit 0' TERM; sleep 100000 & wait"
@@ -44,7 +44,7 @@ def main() -> int:
         extend(ws.images_dir / "busybox.oci.tar", big, [LayerSpec(args.mb)], tag="big:latest")
         root = ws.dir / "orch-root"
         env = {**os.environ, "ORCHESTRATOR_ROOT": str(root)}
-        subprocess.run(["orchestrator", "image", "import", str(big), "--name", "big:latest"], check=True,
+        subprocess.run([*ORCH, "image", "import", str(big), "--name", "big:latest"], check=True,
                        env=env, stdout=subprocess.DEVNULL)
         image_bytes = du_bytes(root / "images")
         path = ws.dir / "disk.yaml"
@@ -59,9 +59,9 @@ spec:
       replicas: {n}
       network: none
 """)
-        ws.on_close(lambda: subprocess.run(["orchestrator", "down", "diskbench"], env=env, check=False,
+        ws.on_close(lambda: subprocess.run([*ORCH, "down", "diskbench"], env=env, check=False,
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        subprocess.run(["orchestrator", "apply", "-f", str(path)], check=True, env=env,
+        subprocess.run([*ORCH, "apply", "-f", str(path)], check=True, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ours_bytes = du_bytes(root)
 

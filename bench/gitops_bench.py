@@ -17,11 +17,10 @@ import argparse
 import os
 import random
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from common import Sample, report, stopper, wait_for
+from common import ORCH, Sample, report, stopper, wait_for
 from workspace import Workspace
 
 
@@ -53,7 +52,7 @@ def main() -> int:
     with Workspace("bench-gitops-") as ws:
         root = ws.dir / "orch-root"
         env = {**os.environ, "ORCHESTRATOR_ROOT": str(root)}
-        orch = [sys.executable, "-m", "orchestrator"]
+        orch = list(ORCH)
         subprocess.run([*orch, "image", "import", str(ws.images_dir / "busybox.oci.tar"), "--name",
                         "busybox:latest"], check=True, env=env, stdout=subprocess.DEVNULL)
         bare, work = ws.dir / "origin.git", ws.dir / "work"

@@ -19,7 +19,7 @@ import subprocess
 import time
 
 from bigimage import LayerSpec, extend
-from common import Sample, report
+from common import ORCH, Sample, report
 from workspace import Workspace
 
 from orchestrator.images.store import ImageStore
@@ -60,7 +60,7 @@ def main() -> int:
         env = {**os.environ, "ORCHESTRATOR_ROOT": str(dest)}
 
         def ours_cli() -> None:
-            subprocess.run(["orchestrator", "image", "import", str(archive), "--name", "multi:latest"],
+            subprocess.run([*ORCH, "image", "import", str(archive), "--name", "multi:latest"],
                            check=True, env=env, stdout=subprocess.DEVNULL)
 
         def peer() -> None:

@@ -18,7 +18,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from common import PODMAN_RUN_FLAGS, Sample, report
+from common import ORCH, PODMAN_RUN_FLAGS, Sample, report
 from workspace import Podman, Workspace
 
 
@@ -39,7 +39,7 @@ def uss_pss(pids: list[int]) -> tuple[list[float], list[float]]:
 def ours(ws: Workspace, n: int, name: str) -> tuple[list[float], list[float]]:
     root = ws.dir / f"orch-{name}"
     env = {**os.environ, "ORCHESTRATOR_ROOT": str(root)}
-    subprocess.run(["orchestrator", "image", "import", str(ws.images_dir / "busybox.oci.tar"), "--name",
+    subprocess.run([*ORCH, "image", "import", str(ws.images_dir / "busybox.oci.tar"), "--name",
                     "busybox:latest"], check=True, env=env, stdout=subprocess.DEVNULL)
     body = "".join(f"    m{i:02d}:\n      image: busybox:latest\n"
                    f"      command: [sh, -c, \"trap 'exit 0' TERM; sleep 1000 & wait\"]\n"
@@ -47,9 +47,9 @@ def ours(ws: Workspace, n: int, name: str) -> tuple[list[float], list[float]]:
     path = ws.dir / f"{name}.yaml"
     path.write_text(f"apiVersion: orchestrator/v1\nkind: Stack\nmetadata: {{name: {name}}}\nspec:\n"
                     f"  services:\n{body}")
-    ws.on_close(lambda: subprocess.run(["orchestrator", "down", name], env=env, check=False,
+    ws.on_close(lambda: subprocess.run([*ORCH, "down", name], env=env, check=False,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    subprocess.run(["orchestrator", "apply", "-f", str(path)], check=True, env=env,
+    subprocess.run([*ORCH, "apply", "-f", str(path)], check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pids = []
     for d in sorted((root / "runtime").iterdir()):
@@ -80,7 +80,7 @@ def main() -> int:
     with Workspace("bench-mem-") as ws:
         podman = Podman(ws)
         one_uss, _ = ours(ws, 1, "memone")
-        subprocess.run(["orchestrator", "down", "memone"], env={**os.environ, "ORCHESTRATOR_ROOT":
+        subprocess.run([*ORCH, "down", "memone"], env={**os.environ, "ORCHESTRATOR_ROOT":
                        str(ws.dir / "orch-memone")}, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         uss, pss = ours(ws, n, "memmany")

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import Sample, hyperfine, report
+from common import ORCH, Sample, hyperfine, orch_line, report
 from workspace import Workspace
 
 HERE = Path(__file__).resolve().parent
@@ -89,34 +89,34 @@ def main() -> int:
     with Workspace("bench-noop-") as ws:
         root = ws.dir / "orch-root"
         env = {**os.environ, "ORCHESTRATOR_ROOT": str(root)}
-        subprocess.run(["orchestrator", "image", "import", str(ws.images_dir / "busybox.oci.tar"), "--name",
+        subprocess.run([*ORCH, "image", "import", str(ws.images_dir / "busybox.oci.tar"), "--name",
                         "busybox:latest"], check=True, env=env, stdout=subprocess.DEVNULL)
         stack_dir = ws.dir / "stacks"
         names = write_stacks(stack_dir, args.stacks, args.services)
-        ws.on_close(lambda: subprocess.run(["orchestrator", "down", *names], env=env, check=False,
+        ws.on_close(lambda: subprocess.run([*ORCH, "down", *names], env=env, check=False,
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         t0 = time.perf_counter()
-        subprocess.run(["orchestrator", "apply", "-f", str(stack_dir)], check=True, env=env,
+        subprocess.run([*ORCH, "apply", "-f", str(stack_dir)], check=True, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         first_s = time.perf_counter() - t0
-        check = subprocess.run(["orchestrator", "apply", "-f", str(stack_dir)], env=env, text=True,
+        check = subprocess.run([*ORCH, "apply", "-f", str(stack_dir)], env=env, text=True,
                                capture_output=True)
         if "no changes" not in check.stdout + check.stderr:
             raise SystemExit(f"second apply was not a no-op: {check.stdout[-500:]} {check.stderr[-500:]}")
         os.environ["ORCHESTRATOR_ROOT"] = str(root)     # hyperfine -N inherits our environment
         try:
-            whole = hyperfine(f"orchestrator apply -f {stack_dir}", args.runs,
+            whole = hyperfine(orch_line("apply", "-f", stack_dir), args.runs,
                               f"ours: orchestrator apply -f (no-op, {total} services)")
             # the same command cut short, to show where the time goes
-            parts = [hyperfine("orchestrator --help", args.runs, "orchestrator --help (interpreter + CLI)"),
-                     hyperfine(f"orchestrator validate -f {stack_dir}", args.runs,
+            parts = [hyperfine(orch_line("--help"), args.runs, "orchestrator --help (interpreter + CLI)"),
+                     hyperfine(orch_line("validate", "-f", stack_dir), args.runs,
                                "orchestrator validate -f (+ load and check the manifests)")]
         finally:
             del os.environ["ORCHESTRATOR_ROOT"]
         inproc = in_process(root, stack_dir, args.runs)
         helper = helper_bench(args.stacks, args.services, args.runs)
         t1 = time.perf_counter()
-        subprocess.run(["orchestrator", "down", *names], check=True, env=env, stdout=subprocess.DEVNULL,
+        subprocess.run([*ORCH, "down", *names], check=True, env=env, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         down_s = time.perf_counter() - t1
         report(f"No-op apply of {total} services, whole command", whole, parts, "under 300 ms",

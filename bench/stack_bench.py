@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import CRUN_NS, PODMAN_RUN_FLAGS, Sample, report
+from common import CRUN_NS, ORCH, PODMAN_RUN_FLAGS, Sample, report
 from workspace import Podman, Workspace
 
 HERE = Path(__file__).resolve()
@@ -46,7 +46,7 @@ class CliFailed(Exception):
 
 def cli(env: dict[str, str], *args: str) -> float:
     t0 = time.perf_counter()
-    done = subprocess.run(["orchestrator", *args], env=env, stdout=subprocess.DEVNULL,
+    done = subprocess.run([*ORCH, *args], env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
     dt = time.perf_counter() - t0
     if done.returncode != 0:
@@ -57,7 +57,7 @@ def cli(env: dict[str, str], *args: str) -> float:
 
 def running_with_eth0(env: dict[str, str]) -> tuple[int, int]:
     """(running containers, of which with an eth0) as ``ps -o json`` and /proc see them."""
-    out = subprocess.run(["orchestrator", "-o", "json", "ps"], check=True, env=env, text=True,
+    out = subprocess.run([*ORCH, "-o", "json", "ps"], check=True, env=env, text=True,
                          capture_output=True).stdout
     rows = json.loads(out) if out.strip() else []
     rows = rows if isinstance(rows, list) else rows.get("items", [])
@@ -77,11 +77,11 @@ def ours(ws: Workspace, services: int, runs: int, network: bool) -> tuple[Sample
     """Up and down samples, what was seen after each apply, and whether every container had an eth0."""
     root = ws.dir / "orch-root"
     env = {**os.environ, "ORCHESTRATOR_ROOT": str(root)}
-    subprocess.run(["orchestrator", "image", "import", str(ws.images_dir / "busybox.oci.tar"), "--name",
+    subprocess.run([*ORCH, "image", "import", str(ws.images_dir / "busybox.oci.tar"), "--name",
                     "busybox:latest"], check=True, env=env, stdout=subprocess.DEVNULL)
     path = ws.dir / "stack.yaml"
     path.write_text(stack_yaml("benchstack", services, network))
-    ws.on_close(lambda: subprocess.run(["orchestrator", "down", "benchstack"], env=env, check=False,
+    ws.on_close(lambda: subprocess.run([*ORCH, "down", "benchstack"], env=env, check=False,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     up, down = Sample("ours: orchestrator apply -f (up)"), Sample("ours: orchestrator down")
     seen = ""

@@ -18,7 +18,7 @@ import os
 import subprocess
 import time
 
-from common import Sample, report, stopper, wait_for
+from common import ORCH, Sample, report, stopper, wait_for
 from start_bench import ours as start_ours
 from workspace import Workspace
 
@@ -45,16 +45,16 @@ def main() -> int:
     with Workspace("bench-watch-") as ws:
         root = ws.dir / "orch-root"
         env = {**os.environ, "ORCHESTRATOR_ROOT": str(root)}
-        subprocess.run(["orchestrator", "image", "import", str(ws.images_dir / "busybox.oci.tar"), "--name",
+        subprocess.run([*ORCH, "image", "import", str(ws.images_dir / "busybox.oci.tar"), "--name",
                         "busybox:latest"], check=True, env=env, stdout=subprocess.DEVNULL)
         d = ws.dir / "stacks"
         d.mkdir()
         path = d / "watch.yaml"
         path.write_text(stack(100000))
-        ws.on_close(lambda: subprocess.run(["orchestrator", "down", "watchbench"], env=env, check=False,
+        ws.on_close(lambda: subprocess.run([*ORCH, "down", "watchbench"], env=env, check=False,
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         log = (ws.dir / "watch.log").open("wb")
-        proc = subprocess.Popen(["orchestrator", "watch", "-f", str(d)], env=env, stdout=log,
+        proc = subprocess.Popen([*ORCH, "watch", "-f", str(d)], env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
 
         stop_watch = stopper(proc, log)

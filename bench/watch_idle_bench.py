@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from common import Sample, report, stopper
+from common import ORCH, Sample, report, stopper
 from workspace import Workspace
 
 STACK = """apiVersion: orchestrator/v1
@@ -119,7 +118,7 @@ def main() -> int:
     with Workspace("bench-watchidle-") as ws:
         root = ws.dir / "orch-root"
         env = {**os.environ, "ORCHESTRATOR_ROOT": str(root)}
-        orch = [sys.executable, "-m", "orchestrator"]
+        orch = list(ORCH)
         subprocess.run([*orch, "image", "import", str(ws.images_dir / "busybox.oci.tar"), "--name",
                         "busybox:latest"], check=True, env=env, stdout=subprocess.DEVNULL)
         d = ws.dir / "config"

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from common import CRUN_NS, PODMAN_FLAGS
+from common import CRUN_NS, PODMAN_FLAGS, compile_bytecode
 
 from orchestrator.images.model import Image
 from orchestrator.images.store import ImageStore
@@ -118,6 +118,7 @@ class Workspace:
         self._mounts: list[Path] = []
         self._cleanups: list[Any] = []
         self.images_dir = self.dir / "img"
+        compile_bytecode()
         run([sys.executable, str(REPO / "scripts" / "build_images.py"), str(self.images_dir)],
             stdout=subprocess.DEVNULL)
         self.store = ImageStore(self.dir / "images")

@@ -30,16 +30,34 @@ IN_PLACE_FIELDS = frozenset({"resources", "replicas", "restart", "healthcheck", 
                              "labels", "stop_signal", "stop_grace_period_s", "source", "name"})
 
 
+# dataclass type -> its compared field names, looked up by exact type (dataclasses.fields and
+# is_dataclass on every value were most of the cost of hashing 500 services)
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...] | None:
+    names = _NAMES.get(cls)
+    if names is None and dataclasses.is_dataclass(cls):
+        names = _NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls) if f.compare)
+    return names
+
+
 def canonical(value: Any) -> Any:
     """Plain JSON-able data for a model value; dataclass fields with ``compare=False`` are left out."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: canonical(getattr(value, f.name)) for f in dataclasses.fields(value) if f.compare}
+    cls = type(value)
+    if cls is str or cls is int or cls is bool or value is None:
+        return value
+    if cls is tuple or cls is list:
+        return [canonical(v) for v in value]
+    names = _names(cls)
+    if names is not None:
+        return {n: canonical(getattr(value, n)) for n in names}
     if isinstance(value, tuple | list):
         return [canonical(v) for v in value]
     if isinstance(value, float):
         # a fixed format, not repr: the same text on every platform and version for the values we hold
         return f"{value:.9g}"
-    if value is None or isinstance(value, str | int | bool):
+    if isinstance(value, str | int | bool):
         return value
     raise TypeError(f"cannot hash a {type(value).__name__}")  # a model field of a new type: extend here
 
@@ -57,8 +75,8 @@ def _networks(stack: Stack, service: Service) -> list[Any]:
 
 def spec_hash(stack: Stack, service: Service) -> str:
     """sha256 hex of the recreate-relevant definition of ``service`` (as a member of ``stack``)."""
-    fields = {f.name: canonical(getattr(service, f.name)) for f in dataclasses.fields(service)
-              if f.compare and f.name not in IN_PLACE_FIELDS}
+    fields = {n: canonical(getattr(service, n)) for n in _names(Service) or ()
+              if n not in IN_PLACE_FIELDS}
     return _digest({"version": HASH_VERSION, "stack": stack.name, "service": fields,
                     "networks": _networks(stack, service)})
 

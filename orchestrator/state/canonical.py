@@ -38,10 +38,32 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.compare)
 
 
+# type -> its compared field names (None: not a dataclass). Looked up by exact type: a pass converts
+# ~80 values per service, and dataclasses.is_dataclass on each was most of a no-op apply's desired state.
+_NAMES: dict[type, tuple[str, ...] | None] = {}
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def model_fields(cls: type) -> tuple[str, ...] | None:
+    """The compared field names of a model dataclass type, None for any other type (cached)."""
+    try:
+        return _NAMES[cls]
+    except KeyError:
+        names = _field_names(cls) if dataclasses.is_dataclass(cls) else None
+        _NAMES[cls] = names
+        return names
+
+
 def to_plain(value: Any) -> Any:
     """Model value -> JSON-ready data (dicts in field order, tuples as lists)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {n: to_plain(getattr(value, n)) for n in _field_names(type(value))}
+    cls = type(value)
+    if cls in _SCALARS:
+        return value
+    if cls is tuple or cls is list:
+        return [to_plain(v) for v in value]
+    names = model_fields(cls)
+    if names is not None:
+        return {n: to_plain(getattr(value, n)) for n in names}
     if isinstance(value, tuple | list):
         return [to_plain(v) for v in value]
     return value
@@ -55,11 +77,15 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def config_hash(plain_service: Mapping[str, Any]) -> str:
+    """Hash of the orchestrator-only fields (``CONFIG_FIELDS``) of a plain service."""
+    return digest(dumps({k: plain_service.get(k) for k in CONFIG_FIELDS}))
+
+
 def service_hashes(plain_service: Mapping[str, Any]) -> tuple[str, str, str]:
     """(spec hash, resources hash, config hash) of a plain service (fallback for manifest.hashing)."""
     spec = {k: v for k, v in plain_service.items() if k not in IN_PLACE_FIELDS}
-    config = {k: plain_service.get(k) for k in CONFIG_FIELDS}
-    return digest(dumps(spec)), digest(dumps(plain_service.get("resources"))), digest(dumps(config))
+    return digest(dumps(spec)), digest(dumps(plain_service.get("resources"))), config_hash(plain_service)
 
 
 def from_plain(cls: type[T], data: Any) -> T:

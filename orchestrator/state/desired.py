@@ -128,9 +128,11 @@ def _expand(stack: Stack, image_ids: Mapping[str, str], digests: Mapping[str, st
     ds = DesiredStack(stack.name, text, snap_hash, plain, stack, dependency_levels(stack))
     out: list[DesiredContainer] = []
     for svc, psvc in zip(stack.services, plain["services"], strict=True):
-        spec_h, res_h, cfg_h = canonical.service_hashes(psvc)
         if _spec_hash is not None and _resources_hash is not None:
             spec_h, res_h = _spec_hash(stack, svc), _resources_hash(svc)
+            cfg_h = canonical.config_hash(psvc)
+        else:
+            spec_h, res_h, cfg_h = canonical.service_hashes(psvc)
         if svc.configs or svc.secrets:
             # content of restart-on-change mounts recreates; the rest is rewritten in place (update)
             spec_h = canonical.digest(spec_h + file_digest.restart_digest(svc, digests))

@@ -240,18 +240,19 @@ class LinuxRuntime:
         return [str(t) for t in reply.get("changed", [])]
 
     def state(self, container_id: str) -> ContainerState:
-        cdir = self.state_dir / container_id
-        rec = sd.read_json(cdir / sd.STATE)
+        # plain string paths: ``list`` calls this for every container of every pass
+        cdir = f"{self.state_dir}/{container_id}"
+        rec = sd.read_json(f"{cdir}/{sd.STATE}")
         if rec is None:
-            if cdir.is_dir():
+            if os.path.isdir(cdir):
                 return ContainerState(container_id, Status.CREATING, "")
-            raise ContainerNotFound(f"container {container_id} not found", op="state", path=str(cdir))
-        started = sd.read_json(cdir / sd.STARTED) or {}
+            raise ContainerNotFound(f"container {container_id} not found", op="state", path=cdir)
+        started = sd.read_json(f"{cdir}/{sd.STARTED}") or {}
         base: dict[str, Any] = {
             "id": container_id, "bundle": rec["bundle"], "pid": rec["pid"],
             "pid_start_time": rec["start_time"], "created_at": rec["created_at"],
             "started_at": started.get("started_at", 0.0), "annotations": rec.get("annotations", {})}
-        ended = sd.read_json(cdir / sd.EXIT)
+        ended = sd.read_json(f"{cdir}/{sd.EXIT}")
         if ended is not None and ended.get("oom_killed") is None:
             # the C supervisor leaves it to us; computed on every read (a query never writes: the
             # monitor or the restarter may be replacing exit.json at the same moment)
@@ -264,7 +265,7 @@ class LinuxRuntime:
         if not rec["pid"]:
             return ContainerState(status=Status.CREATING, **base)
         if sd.alive(rec["pid"], rec["start_time"]):
-            status = Status.CREATED if (cdir / sd.FIFO).exists() else Status.RUNNING
+            status = Status.CREATED if os.path.exists(f"{cdir}/{sd.FIFO}") else Status.RUNNING
             return ContainerState(status=status, **base)
         if sd.alive(rec["monitor_pid"], rec["monitor_start_time"]):
             return ContainerState(status=Status.RUNNING, **base)   # exited; the monitor is recording it

@@ -49,21 +49,42 @@ def write_json(path: Path | str, data: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(data).encode())
 
 
-def read_json(path: Path | str) -> dict[str, Any] | None:
+def _slurp(path: Path | str) -> bytes | None:
+    """The whole file, or None when it (or its directory) is gone. Plain descriptors, no file object:
+    a pass over 500 containers reads ~2000 small files, and ``open()`` cost most of that."""
     try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read())
-    except (FileNotFoundError, NotADirectoryError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError, ProcessLookupError):
+        return None
+    try:
+        data = os.read(fd, 65536)
+        if len(data) == 65536:
+            chunks = [data]
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return data
+    except ProcessLookupError:          # /proc/PID of a process that exited meanwhile
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path | str) -> dict[str, Any] | None:
+    raw = _slurp(path)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
         return None
     return data if isinstance(data, dict) else None
 
 
 def start_time(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat (clock ticks after boot), or None when the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except (FileNotFoundError, ProcessLookupError):
+    raw = _slurp(f"/proc/{pid}/stat")
+    if not raw:
         return None
     # comm (field 2) may contain spaces and parentheses: split after the last ')'
     fields = raw[raw.rindex(b")") + 2:].split()
