@@ -36,9 +36,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from orchestrator.errors import RuntimeFailure
+
+if TYPE_CHECKING:     # the server imports it in serve(); the API process (ForkServer) never needs it
+    from orchestrator.runtime.linux.spare import Spare
 
 _MAX_MSG = 4 << 20
 
@@ -139,7 +142,13 @@ def _child_reply(sock: socket.socket, body: Callable[[int], object], died: str, 
     return pid, reply
 
 
-def _create(req: dict[str, Any], fds: list[int], sock: socket.socket) -> dict[str, Any]:
+def _create(req: dict[str, Any], fds: list[int], sock: socket.socket, raw: bytes,
+            spares: list[Spare]) -> dict[str, Any]:
+    from orchestrator.runtime.linux import spare
+    if spares and spare.usable(req):
+        reply = spare.hand_over(spares.pop(), raw)
+        if reply is not None:
+            return reply
     if req.get("files"):
         req["files_payload"] = _files_payload(req, fds)
     # one fork, not two: the monitor is our child until we exit (then the host init adopts it) and is
@@ -188,7 +197,21 @@ def serve(sock: socket.socket) -> None:
     gc.disable()
     # monitors are our children until we exit: reap each as soon as it ends (recv is retried, PEP 475)
     signal.signal(signal.SIGCHLD, lambda _sig, _frame: _reap())
+    from orchestrator.runtime.linux import spare
+    spares: list[Spare] = []        # at most one, made while we wait for the next request
+    try:
+        _serve(sock, spares)
+    finally:
+        for s in spares:
+            spare.discard(s)
+
+
+def _serve(sock: socket.socket, spares: list[Spare]) -> None:
+    from orchestrator.runtime.linux import spare
     while True:
+        if not spares:
+            with contextlib.suppress(OSError):      # no spare (EAGAIN, ENOMEM): the ordinary path
+                spares.append(spare.fork(lambda body: _in_child(sock, body)))
         try:
             data, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MSG, 8)
         except (ConnectionError, OSError):
@@ -198,7 +221,7 @@ def serve(sock: socket.socket) -> None:
         try:
             req = json.loads(data)
             if req["op"] == "create":
-                reply = _create(req, fds, sock)
+                reply = _create(req, fds, sock, data, spares)
             elif req["op"] == "exec":
                 reply = _exec(req, fds, sock)
             elif req["op"] == "files":

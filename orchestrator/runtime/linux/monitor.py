@@ -24,6 +24,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from orchestrator.errors import RuntimeFailure
@@ -305,6 +306,44 @@ def _redirect_stdio(state_dir: str) -> None:
     os.close(null)
 
 
+def become_monitor() -> None:
+    """What makes this process a monitor, whatever the request: SIGTERM only wakes the supervisor's
+    backoff (``kill``/``delete``) and stays blocked for our whole life; we are the subreaper of the
+    container (the init is re-parented to us when stage 1 exits)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)
+    sc.set_name("orch-monitor")
+
+
+Spawn = Callable[[dict[str, Any]], tuple[int, int, int, int]]
+
+
+def serve(req: dict[str, Any], report_fd: int, spawn: Spawn) -> None:
+    """Set up the container through ``spawn`` (``_spawn``, or ``spare`` with an init forked ahead),
+    report to the fork server, then supervise (or exec the C supervisor)."""
+    if restart.from_annotations(req["spec"].get("annotations", {})).enabled:   # also validates it
+        statedir.write_json(os.path.join(req["state_dir"], statedir.RESTART_REQ),
+                            {**{k: v for k, v in req.items() if k != "files_payload"},
+                             "cgroup_dirs": _cgroup_dirs(req)})
+        if req.get("files_payload") is not None:
+            req["files_fd"] = _keep_payload(req["files_payload"])
+    init_pid, out_r, err_r, wake_r = spawn(req)
+    reply = {"ok": True, "pid": init_pid, "start_time": statedir.start_time(init_pid) or 0,
+             "monitor_pid": os.getpid(), "monitor_start_time": statedir.start_time(os.getpid()) or 0}
+    os.write(report_fd, json.dumps(reply).encode())
+    os.close(report_fd)
+    _supervise_or_exec(req, init_pid, out_r, err_r, wake_r)
+
+
+def report_failure(report_fd: int, exc: BaseException) -> None:
+    """To create while set-up runs; to monitor.err (our stderr) once the report was sent."""
+    err_info = init._error("monitor", exc)
+    try:
+        os.write(report_fd, json.dumps({"ok": False, "error": err_info}).encode())
+    except OSError:
+        os.write(2, (json.dumps(err_info) + "\n").encode())
+
+
 def run(req: dict[str, Any], report_fd: int) -> NoReturn:
     """Body of the monitor process; never returns."""
     code = 1
@@ -312,29 +351,11 @@ def run(req: dict[str, Any], report_fd: int) -> NoReturn:
         os.closerange(3, report_fd)
         os.closerange(report_fd + 1, 65536)
         _redirect_stdio(req["state_dir"])
-        # SIGTERM only wakes the supervisor's backoff (``kill``/``delete``); blocked for our whole life
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        sc.prctl(sc.PR_SET_CHILD_SUBREAPER, 1)        # the init is re-parented to us when stage 1 exits
-        sc.set_name("orch-monitor")
-        if restart.from_annotations(req["spec"].get("annotations", {})).enabled:   # also validates it
-            statedir.write_json(os.path.join(req["state_dir"], statedir.RESTART_REQ),
-                                {**{k: v for k, v in req.items() if k != "files_payload"},
-                                 "cgroup_dirs": _cgroup_dirs(req)})
-            if req.get("files_payload") is not None:
-                req["files_fd"] = _keep_payload(req["files_payload"])
-        init_pid, out_r, err_r, wake_r = _spawn(req, (report_fd,))
-        reply = {"ok": True, "pid": init_pid, "start_time": statedir.start_time(init_pid) or 0,
-                 "monitor_pid": os.getpid(), "monitor_start_time": statedir.start_time(os.getpid()) or 0}
-        os.write(report_fd, json.dumps(reply).encode())
-        os.close(report_fd)
-        _supervise_or_exec(req, init_pid, out_r, err_r, wake_r)
+        become_monitor()
+        serve(req, report_fd, lambda r: _spawn(r, (report_fd,)))
         code = 0
     except BaseException as exc:  # reported to create, or to monitor.err once set-up is over
-        err_info = init._error("monitor", exc)
-        try:
-            os.write(report_fd, json.dumps({"ok": False, "error": err_info}).encode())
-        except OSError:
-            os.write(2, (json.dumps(err_info) + "\n").encode())
+        report_failure(report_fd, exc)
     finally:
         os._exit(code)
 

@@ -179,13 +179,16 @@ class LinuxRuntime:
             prog, flags = b"", 0
             if spec.get("linux", {}).get("seccomp"):
                 from orchestrator.runtime.linux import seccomp
-                prog = seccomp.compile_oci(spec["linux"]["seccomp"])
+                # cached on disk too: each CLI process would otherwise compile the profile again
+                prog = seccomp.compile_oci(spec["linux"]["seccomp"], self.state_dir / ".cache" / "seccomp")
                 flags = seccomp.flags_value(spec["linux"]["seccomp"])
                 (cdir / sd.SECCOMP).write_bytes(prog)
+            # the init installs the compiled filter; the profile (most of the spec's bytes) stays here
+            linux = {k: v for k, v in spec.get("linux", {}).items() if k != "seccomp"}
             with filemounts.payload_fd(files) as payload, self._servers.get() as server:
                 reply = server.request({
                     "op": "create", "id": container_id, "state_dir": str(cdir), "bundle": str(bundle),
-                    "spec": spec, "rootfs": [asdict(m) for m in rootfs], "cgroup": cgroup,
+                    "spec": {**spec, "linux": linux}, "rootfs": [asdict(m) for m in rootfs], "cgroup": cgroup,
                     "seccomp": prog.hex(), "seccomp_flags": flags, "exec_fifo": str(cdir / sd.FIFO),
                     "log_max_bytes": self.log_max_bytes, "supervisor": self._supervisor,
                     "files": bool(files)}, [payload] if files else [])

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import platform
+import threading
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
@@ -57,6 +58,9 @@ _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 _SYS_SECCOMP = {"x86_64": 317, "aarch64": 277, "i686": 354, "ppc64le": 358, "s390x": 348, "riscv64": 277}
 _CACHE_MAX = 64
 _cache: OrderedDict[str, bytes] = OrderedDict()
+# one compile at a time: an apply's worker threads all want the same profile at once, and each would
+# otherwise compile it (~13 ms of CPU, under the GIL) before the first result is cached
+_cache_lock = threading.Lock()
 
 
 class _ArgCmp(ctypes.Structure):
@@ -153,20 +157,21 @@ def compile_oci(linux_seccomp: Mapping[str, Any], cache_dir: str | os.PathLike[s
     CLI processes do not recompile.
     """
     key = _cache_key(linux_seccomp)
-    hit = _cache.get(key)
-    if hit is not None:
-        _cache.move_to_end(key)
-        return hit
-    path = os.path.join(cache_dir, key + ".bpf") if cache_dir is not None else None
-    prog = _read_cached(path) if path else None
-    if prog is None:
-        prog = _compile(linux_seccomp)
-        if path:
-            _write_cached(path, prog)
-    _cache[key] = prog
-    if len(_cache) > _CACHE_MAX:
-        _cache.popitem(last=False)
-    return prog
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return hit
+        path = os.path.join(cache_dir, key + ".bpf") if cache_dir is not None else None
+        prog = _read_cached(path) if path else None
+        if prog is None:
+            prog = _compile(linux_seccomp)
+            if path:
+                _write_cached(path, prog)
+        _cache[key] = prog
+        if len(_cache) > _CACHE_MAX:
+            _cache.popitem(last=False)
+        return prog
 
 
 def _read_cached(path: str) -> bytes | None:

@@ -9,6 +9,7 @@ atomically. Mapping of limits: ``compute.compute_v1``; shared behaviour: ``base.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -36,6 +37,21 @@ def hierarchies(root: Path) -> dict[str, Path]:
     return out
 
 
+@functools.cache
+def distinct_bases(bases: tuple[Path, ...]) -> tuple[tuple[Path, Path], ...]:
+    """(hierarchy root, its real path), once per mounted hierarchy: cpu and cpuacct may be symlinks to
+    one "cpu,cpuacct" mount. Resolved once per process (a container create used to resolve every
+    hierarchy path twice: ~100 lstat calls)."""
+    seen: set[Path] = set()
+    out = []
+    for base in bases:
+        real = base.resolve()
+        if real not in seen:
+            seen.add(real)
+            out.append((base, real))
+    return tuple(out)
+
+
 class V1Cgroup(Cgroup):
     def __init__(self, path: str, hier: dict[str, Path], unified: Path | None) -> None:
         super().__init__(path)
@@ -43,13 +59,7 @@ class V1Cgroup(Cgroup):
         self.unified = unified
 
     def dirs(self) -> list[Path]:
-        seen: set[Path] = set()
-        out: list[Path] = []
-        for base in self.hier.values():
-            real = base.resolve()       # cpu and cpuacct may be symlinks to one "cpu,cpuacct" mount
-            if real not in seen:
-                seen.add(real)
-                out.append(base / self.path)
+        out = [base / self.path for base, _real in distinct_bases(tuple(self.hier.values()))]
         if self.unified is not None:
             out.append(self.unified / self.path)
         return out
@@ -172,6 +182,7 @@ class V1Driver(CgroupDriver):
             raise RuntimeFailure(f"no cgroup v1 controller hierarchies under {root}", op="cgroup detect",
                                  path=str(root))
         self.unified = root / "unified" if hybrid else None
+        self._cpusets_ready: set[Path] = set()     # existing cpuset levels already given cpus and mems
 
     def cgroup(self, path: str) -> V1Cgroup:
         return V1Cgroup(cgroup_path(path), self.hier, self.unified)
@@ -193,18 +204,22 @@ class V1Driver(CgroupDriver):
     def _make_dirs(self, cg: Cgroup, created: list[Path]) -> None:
         parts = cg.path.split("/")
         cpuset = self.hier.get("cpuset")
-        cpuset_real = cpuset.resolve() if cpuset is not None else None
-        for leaf in cg.dirs():
-            base = leaf.parents[len(parts) - 1]
-            is_cpuset = cpuset_real is not None and base.resolve() == cpuset_real
+        cpuset_real = distinct_bases((cpuset,))[0][1] if cpuset is not None else None
+        bases = [(base, real == cpuset_real) for base, real in distinct_bases(tuple(self.hier.values()))]
+        if self.unified is not None:
+            bases.append((self.unified, False))
+        for base, is_cpuset in bases:
             current = base
             for part in parts:
                 current = current / part
-                if fsio.mkdir(current):
+                made = fsio.mkdir(current)
+                if made:
                     created.append(current)
-                if is_cpuset:
-                    # existing levels too: a parent made by someone else may still be empty
+                if is_cpuset and (made or current not in self._cpusets_ready):
+                    # existing levels too (once per driver): a parent made by someone else may be empty
                     _init_cpuset(current)
+                    if not made:
+                        self._cpusets_ready.add(current)
 
 
 def _init_cpuset(d: Path) -> None:

@@ -1,0 +1,230 @@
+"""A container monitor and init forked ahead of the next ``create`` (a warm spare, one per fork server).
+
+Forking the fork server (a Python process of ~20 MB) costs ~1.5 ms on these machines, forking the
+monitor again for the init ~2 ms, and creating network, IPC and UTS namespaces ~0.5 ms: most of a
+container start. None of it depends on the request, so the ``forkserver`` does it while it is idle:
+
+* ``fork`` (server side) forks a spare monitor, which becomes a monitor (``monitor.become_monitor``),
+  unshares a pid namespace and forks a spare init; the spare init makes itself undumpable, creates new
+  network, IPC and UTS namespaces and waits for a request on its channel.
+* ``usable`` (server side) says whether a request fits what the spare prepared: a new pid, network, IPC
+  and UTS namespace, no user namespace, no namespace to join, no config/secret files (their contents
+  reach the init by fork, see ``forkserver``). Anything else takes the ordinary path (``monitor.run``).
+* ``hand_over`` writes the request's JSON (as the API sent it) to the spare monitor and reads its report,
+  exactly as ``forkserver`` reads an ordinary monitor's. The monitor forwards the request to the init,
+  which unshares the rest (mount namespace), then runs ``init.container_init``: the steps, their order
+  and the error reports are the ordinary path's. The mount namespace is not made ahead: a copy of the
+  host's mount table taken before the request could miss a mount made since (a bind source).
+
+The server forks a new spare after answering, off the start path. When the server goes away the spare
+monitor reads EOF, closes the init's channel (the init reads EOF and exits) and reaps it; ``discard``
+waits for that, so nothing outlives the server.
+
+Neighbours: ``forkserver`` (the server side), ``monitor`` (set-up protocol, supervision), ``init``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from orchestrator.runtime.linux import init, monitor
+from orchestrator.runtime.linux import syscalls as sc
+from orchestrator.runtime.linux.spec import namespace_plan
+
+AHEAD = sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS     # made by the spare init before a request
+_MAX_MSG = 4 << 20
+
+
+@dataclass
+class Spare:
+    """Server side: the spare monitor's pid, the pipe its request goes into, the pipe of its report."""
+
+    pid: int
+    req_w: int
+    report_r: int
+
+
+def usable(req: dict[str, Any]) -> bool:
+    if req.get("files"):
+        return False
+    plan = namespace_plan(req["spec"])
+    return not plan.new_user and not plan.joins and bool(plan.new_flags & sc.CLONE_NEWPID) \
+        and plan.new_flags & AHEAD == AHEAD
+
+
+def fork(in_child: Any) -> Spare:
+    """Fork a spare monitor; ``in_child(body)`` is the server's child wrapper (closes its socket)."""
+    req_r, req_w = os.pipe2(os.O_CLOEXEC)
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (req_r, req_w, report_r, report_w):
+            os.close(fd)
+        raise
+    if pid == 0:
+        os.close(req_w)
+        os.close(report_r)
+        in_child(lambda: _monitor_main(req_r, report_w))
+    os.close(req_r)
+    os.close(report_w)
+    return Spare(pid, req_w, report_r)
+
+
+def hand_over(spare: Spare, raw: bytes) -> dict[str, Any] | None:
+    """The spare's report on ``raw`` (a create request); None when the spare is gone (then nothing was
+    started: the caller takes the ordinary path). The spare is used up either way."""
+    try:
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(spare.req_w, view):]
+        except BrokenPipeError:
+            return None
+        os.close(spare.req_w)
+        spare.req_w = -1
+        out = _read_all(spare.report_r)
+    finally:
+        discard(spare, wait=False)
+    if not out:
+        return {"ok": False, "error": {"message": "container monitor died during set-up", "op": "create",
+                                       "path": "", "errno": 0}}
+    reply: dict[str, Any] = json.loads(out)
+    return reply
+
+
+def discard(spare: Spare, *, wait: bool = True) -> None:
+    """Close our ends; with ``wait``, until an unused spare (and its init) has gone."""
+    for fd in (spare.req_w, spare.report_r):
+        if fd >= 0:
+            os.close(fd)
+    spare.req_w = spare.report_r = -1
+    if wait:
+        with contextlib.suppress(ChildProcessError):     # the server's SIGCHLD handler may have reaped it
+            os.waitpid(spare.pid, 0)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# ---- the spare monitor -------------------------------------------------------------------------------
+
+@dataclass
+class _Init:
+    pid: int
+    out_r: int
+    err_r: int
+    wake_r: int
+    chan: socket.socket
+
+
+def _monitor_main(req_fd: int, report_fd: int) -> NoReturn:
+    code = 1
+    try:
+        keep = sorted((req_fd, report_fd))
+        os.closerange(3, keep[0])
+        os.closerange(keep[0] + 1, keep[1])
+        os.closerange(keep[1] + 1, 65536)
+        os.setsid()                          # as an ordinary monitor: no terminal signals from the CLI
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):                 # fd 0 becomes the init's stdin; 1 and 2 until monitor.err
+            os.dup2(null, fd)
+        os.close(null)
+        monitor.become_monitor()
+        ahead = _fork_init((req_fd, report_fd))
+        raw = _read_all(req_fd)
+        os.close(req_fd)
+        if raw:
+            req = json.loads(raw)
+            monitor._redirect_stdio(req["state_dir"])
+            monitor.serve(req, report_fd, lambda r: _spawn(r, raw, ahead))
+        else:                                # the server went away: so do we, and the init
+            ahead.chan.close()
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(ahead.pid, 0)
+        code = 0
+    except BaseException as exc:  # reported to create, or to monitor.err once set-up is over
+        monitor.report_failure(report_fd, exc)
+    finally:
+        os._exit(code)
+
+
+def _fork_init(close_in_child: tuple[int, ...]) -> _Init:
+    """``monitor._spawn``'s first half for a request not known yet (pid namespace, stdio, channel)."""
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda _s, _f: None)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for s in (mine, theirs):                 # the request is one message
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _MAX_MSG)
+    sc.unshare(sc.CLONE_NEWPID)              # for our children: the init will be PID 1
+    pid = os.fork()
+    if pid == 0:
+        mine.close()
+        for fd in (out_r, err_r, wake_r, wake_w, *close_in_child):
+            os.close(fd)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())    # ours blocks SIGTERM; the container's must not
+        _init_main(theirs, (0, out_w, err_w))
+    theirs.close()
+    for fd in (out_w, err_w):
+        os.close(fd)
+    return _Init(pid, out_r, err_r, wake_r, mine)
+
+
+def _spawn(req: dict[str, Any], raw: bytes, ahead: _Init) -> tuple[int, int, int, int]:
+    """``monitor._spawn``'s second half: the request to the init, its cgroup, then the set-up protocol."""
+    try:
+        with contextlib.suppress(BrokenPipeError):   # the init failed ahead: its report is queued
+            ahead.chan.send(raw)
+        monitor._join_cgroup(req, ahead.pid)        # while the init mounts (an RCU grace period)
+        with contextlib.suppress(BrokenPipeError):
+            ahead.chan.send(b"cgroup")
+        init_pid = monitor._setup(ahead.chan, req, ahead.pid)
+    except BaseException:
+        for p in {ahead.pid, *monitor._children()}:
+            monitor._kill(p)
+        raise
+    finally:
+        ahead.chan.close()
+    return init_pid, ahead.out_r, ahead.err_r, ahead.wake_r
+
+
+# ---- the spare init ----------------------------------------------------------------------------------
+
+def _init_main(chan: socket.socket, stdio: tuple[int, int, int]) -> NoReturn:
+    """PID 1 of a new pid namespace, waiting for its container; ``init.direct`` with the namespaces
+    that do not depend on the request made first."""
+    step = "dumpable"
+    try:
+        init.make_undumpable()               # before anything a container process could reach
+        step = "unshare"
+        sc.unshare(AHEAD)
+        step = "request"
+        raw = chan.recv(_MAX_MSG)
+        if not raw:
+            os._exit(0)                      # never used: the monitor went away
+        req = json.loads(raw)
+        plan = namespace_plan(req["spec"])
+        step = "unshare"                     # the rest but the cgroup namespace (see init.stage1)
+        rest = plan.new_flags & ~(sc.CLONE_NEWPID | sc.CLONE_NEWCGROUP | AHEAD)
+        if rest:
+            sc.unshare(rest)
+    except BaseException as exc:  # every failure is reported to the monitor, then this process ends
+        init.fail(chan, step, exc)
+    init.container_init(req, chan, stdio, in_userns=False,
+                        new_cgroup_ns=bool(plan.new_flags & sc.CLONE_NEWCGROUP))
+

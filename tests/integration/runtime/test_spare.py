@@ -1,0 +1,108 @@
+"""The fork server's warm spare (``runtime.linux.spare``): a monitor and an init made ahead of a create.
+
+Containers served by a spare get namespaces of their own (never a previous container's), specs the spare
+does not fit take the ordinary path, and nothing of a spare outlives the runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.runtime.linux import spare
+from orchestrator.runtime.linux.forkserver import ForkServer
+
+pytestmark = pytest.mark.root
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def _status(pid: int, key: str) -> str:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _spare_pids(server_pid: int, timeout_s: float = 5.0) -> tuple[int, int]:
+    """(spare monitor, spare init) under the fork server, once both exist."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for mon in _children(server_pid):
+            inits = _children(mon)
+            if inits and _status(mon, "Name") == "orch-monitor":
+                return mon, inits[0]
+        time.sleep(0.01)
+    raise AssertionError("no spare monitor with an init under the fork server")
+
+
+def _ns(pid: int, kind: str) -> str:
+    return os.readlink(f"/proc/{pid}/ns/{kind}")
+
+
+def test_spare_is_made_ahead_in_its_own_namespaces_and_goes_away_with_the_server() -> None:
+    server = ForkServer()
+    try:
+        mon, init = _spare_pids(server.pid)
+        assert _status(init, "NSpid").split()[-1] == "1"            # PID 1 of a new pid namespace
+        for kind in ("net", "ipc", "uts"):                           # made ahead
+            assert _ns(init, kind) != _ns(os.getpid(), kind)
+        assert _ns(init, "mnt") == _ns(os.getpid(), "mnt")          # never ahead (see spare's docstring)
+        assert int(_status(mon, "SigBlk"), 16) & (1 << 14)                # SIGTERM blocked: a monitor
+    finally:
+        server.close()
+    for pid in (mon, init):
+        assert not os.path.exists(f"/proc/{pid}"), f"spare process {pid} outlived the fork server"
+
+
+def test_each_container_gets_fresh_namespaces(runtime: Any, bundles: Any) -> None:
+    # all alive at once: a freed namespace's inode number is reused by the next one
+    seen: dict[str, set[str]] = {"net": set(), "ipc": set(), "uts": set(), "mnt": set(), "pid": set()}
+    for i in range(4):
+        bundle, rootfs = bundles.make(["sleep", "30"])
+        st = runtime.create(f"fresh{i}", bundle, rootfs)
+        for kind, inodes in seen.items():
+            ns = _ns(st.pid, kind)
+            assert ns not in inodes, f"container {i} shares a {kind} namespace with an earlier one"
+            inodes.add(ns)
+    for i in range(4):
+        runtime.delete(f"fresh{i}", force=True)
+
+
+def test_specs_the_spare_does_not_fit_take_the_ordinary_path(runtime: Any, bundles: Any) -> None:
+    def host_network(spec: dict[str, Any]) -> None:
+        spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"] if n["type"] != "network"]
+
+    bundle, rootfs = bundles.make(["sleep", "30"], host_network)
+    st = runtime.create("hostnet", bundle, rootfs)
+    assert _ns(st.pid, "net") == _ns(os.getpid(), "net")
+    runtime.delete("hostnet", force=True)
+
+
+@pytest.mark.parametrize("edit, fits", [
+    (lambda s: None, True),
+    (lambda s: s["linux"]["namespaces"].append({"type": "user"}), False),
+    (lambda s: s["linux"].update(namespaces=[n for n in s["linux"]["namespaces"] if n["type"] != "pid"]),
+     False),
+    (lambda s: s["linux"].update(namespaces=[n for n in s["linux"]["namespaces"] if n["type"] != "uts"]),
+     False),
+    (lambda s: s["linux"]["namespaces"].__setitem__(1, {"type": "network", "path": "/proc/1/ns/net"}),
+     False),
+])
+def test_usable(edit: Any, fits: bool, bundles: Any) -> None:
+    import json
+    bundle, _ = bundles.make(["true"], edit)
+    spec = json.loads((Path(bundle) / "config.json").read_text())
+    assert spare.usable({"spec": spec}) is fits
+    assert spare.usable({"spec": spec, "files": True}) is False
