@@ -86,11 +86,13 @@ _SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
 
 
 @functools.cache
+@functools.cache
 def last_cap() -> int:
     """Highest capability number the running kernel knows (newer names than that are skipped).
 
-    Cached: it cannot change while we run, and ``apply`` must not need to open files once it has
-    dropped CAP_DAC_OVERRIDE (a rootfs whose ``/`` is mode 0700 would then refuse the lookup).
+    Cached: it cannot change while we run (the fork server reads it once, for every container init
+    it forks), and ``apply`` must not need to open files once it has dropped CAP_DAC_OVERRIDE (a
+    rootfs whose ``/`` is mode 0700 would then refuse the lookup).
     """
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
@@ -153,9 +155,15 @@ class _CapData(ctypes.Structure):
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+# argument types bound once: converting five ctypes objects per call was most of the ~80 prctl calls
+# a container init makes here
+_raw_prctl = _libc.prctl
+_raw_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_raw_prctl.restype = ctypes.c_int
+
+
 def _prctl(op: str, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    ret: int = _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
-                           ctypes.c_ulong(arg4), ctypes.c_ulong(arg5))
+    ret: int = _raw_prctl(option, arg2, arg3, arg4, arg5)
     if ret < 0:
         err = ctypes.get_errno()
         raise RuntimeFailure(f"{op} failed: {os.strerror(err)}", op=op, errno=err)
@@ -187,8 +195,9 @@ def drop_bounding(keep_mask: int) -> None:
             continue
         # PR_CAPBSET_READ first: dropping an already-dropped cap is fine, but skipping it saves a syscall
         # and keeps EINVAL (cap unknown to this kernel) from ever surfacing.
-        if _prctl("prctl(PR_CAPBSET_READ)", PR_CAPBSET_READ, num) == 1:
-            _prctl(f"prctl(PR_CAPBSET_DROP, {num})", PR_CAPBSET_DROP, num)
+        if _prctl("prctl(PR_CAPBSET_READ)", PR_CAPBSET_READ, num) == 1 and \
+                _raw_prctl(PR_CAPBSET_DROP, num, 0, 0, 0) < 0:
+            _prctl(f"prctl(PR_CAPBSET_DROP, {num})", PR_CAPBSET_DROP, num)     # raises, naming it
 
 
 def _capset(effective: int, permitted: int, inheritable: int) -> None:

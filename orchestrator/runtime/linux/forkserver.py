@@ -191,6 +191,8 @@ def serve(sock: socket.socket) -> None:
     for name in ("cgroups", "seccomp", "capabilities"):
         with contextlib.suppress(ImportError):
             __import__(f"orchestrator.runtime.linux.{name}")
+    from orchestrator.runtime.linux import capabilities
+    capabilities.last_cap()             # cached here once, not read again by every init
     # keep the children's copy-on-write pages shared: no collector passes touching every object
     gc.collect()
     gc.freeze()

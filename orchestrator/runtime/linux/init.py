@@ -52,7 +52,10 @@ def reset_signals() -> None:
         if sig in (signal.SIGKILL, signal.SIGSTOP):
             continue
         try:
-            signal.signal(sig, signal.SIG_DFL)
+            # python records every disposition it inherited (SIG_IGN included) and every one it set;
+            # only those not known to be SIG_DFL cost a sigaction call (~60 calls otherwise)
+            if signal.getsignal(sig) is not signal.SIG_DFL:
+                signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError):       # glibc's reserved real-time signals (32, 33): not ours
             continue
     signal.pthread_sigmask(signal.SIG_SETMASK, [])

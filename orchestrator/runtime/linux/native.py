@@ -175,6 +175,9 @@ class LinuxRuntime:
                 filemounts.record(cdir, files)              # layout and mount point only, no content
             cg = self._driver().create(cgroup["path"], spec.get("linux", {}).get("resources", {}))
             undo.callback(self._destroy_cgroup, cgroup["path"])
+            # the directories to write the init's pid into: the monitor (a fresh fork) would otherwise
+            # detect the cgroup layout again (statfs, /proc/self/cgroup, symlinks) on the start path
+            cgroup_dirs = [str(d) for d in cg.dirs()]
             del cg
             prog, flags = b"", 0
             if spec.get("linux", {}).get("seccomp"):
@@ -189,7 +192,8 @@ class LinuxRuntime:
                 reply = server.request({
                     "op": "create", "id": container_id, "state_dir": str(cdir), "bundle": str(bundle),
                     "spec": {**spec, "linux": linux}, "rootfs": [asdict(m) for m in rootfs], "cgroup": cgroup,
-                    "seccomp": prog.hex(), "seccomp_flags": flags, "exec_fifo": str(cdir / sd.FIFO),
+                    "cgroup_dirs": cgroup_dirs, "seccomp": prog.hex(), "seccomp_flags": flags,
+                    "exec_fifo": str(cdir / sd.FIFO),
                     "log_max_bytes": self.log_max_bytes, "supervisor": self._supervisor,
                     "files": bool(files)}, [payload] if files else [])
             if not reply.get("ok"):
@@ -198,7 +202,11 @@ class LinuxRuntime:
                                                       "monitor_start_time")})
             sd.write_json(cdir / sd.STATE, record)
             undo.pop_all()
-        return self.state(container_id)
+        # what ``state`` would read back now (the init waits on the exec fifo), without reading it
+        annotations = {**record["annotations"], **sd.restart_annotations(cdir, None, record)}
+        return ContainerState(container_id, Status.CREATED, str(bundle), pid=record["pid"],
+                              pid_start_time=record["start_time"], created_at=record["created_at"],
+                              annotations=annotations)
 
     def start(self, container_id: str) -> None:
         st = self.state(container_id)
@@ -335,18 +343,19 @@ class LinuxRuntime:
         if st.status == Status.RUNNING and not force:
             raise RuntimeFailure(f"container {container_id} is running; stop it or force", op="delete",
                                  path=container_id)
-        self._stop_restarts(container_id)
-        st = self.state(container_id)            # a restart may have replaced the init meanwhile
+        if self._stop_restarts(container_id) or (cdir / sd.RESTART_REQ).exists():
+            st = self.state(container_id)        # a restart may have replaced the init meanwhile
         if sd.alive(st.pid, st.pid_start_time):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(st.pid, signal.SIGKILL)        # PID 1 of its namespace: takes the rest along
         cgroup = rec.get("cgroup") or {}
         with contextlib.suppress(ContainerNotFound):
             self._recorded_cgroup(rec).kill_all()
-        if rec.get("monitor_pid"):
+        monitor = int(rec.get("monitor_pid", 0)), int(rec.get("monitor_start_time", 0))
+        if sd.alive(*monitor):
             self.wait(container_id, timeout=5.0)
             # and the monitor itself gone: it may still be leaving after recording a final exit
-            sd.wait_gone(int(rec["monitor_pid"]), int(rec.get("monitor_start_time", 0)), 5.0)
+            sd.wait_gone(*monitor, 5.0)
         if cgroup.get("path"):
             self._destroy_cgroup(cgroup["path"])
         self._discard(cdir)

@@ -40,15 +40,26 @@ def read(path: Path) -> str:
                              op="cgroup read", path=str(path), errno=exc.errno or 0) from exc
 
 
-def read_optional(path: Path) -> str | None:
-    """The file's text, or None when the controller or kernel does not offer it."""
+def read_optional(path: Path | str) -> str | None:
+    """The file's text, or None when the controller or kernel does not offer it. A plain descriptor
+    (no file object): a delete reads cgroup.procs in every hierarchy, twice."""
     try:
-        return path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         raise RuntimeFailure(f"cannot read cgroup file {path}: {exc.strerror}",
                              op="cgroup read", path=str(path), errno=exc.errno or 0) from exc
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot read cgroup file {path}: {exc.strerror}",
+                             op="cgroup read", path=str(path), errno=exc.errno or 0) from exc
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def read_int(path: Path, default: int = 0) -> int:
@@ -101,5 +112,5 @@ def rmdir(path: Path, *, attempts: int = 40, delay_s: float = 0.05) -> None:
 
 def procs(path: Path) -> list[int]:
     """Pids in ``cgroup.procs`` of one cgroup directory (empty if it is gone)."""
-    text = read_optional(path / "cgroup.procs")
+    text = read_optional(f"{path}/cgroup.procs")
     return [int(x) for x in (text or "").split()]
