@@ -209,11 +209,13 @@ class LinuxRuntime:
                               annotations=annotations)
 
     def start(self, container_id: str) -> None:
-        st = self.state(container_id)
-        if st.status != Status.CREATED:
+        cdir = self.state_dir / container_id
+        # the fifo exists from create until start; whether its reader (the init) still waits, the
+        # open below says (ENXIO), so the whole state is read only to name what is wrong
+        if not (cdir / sd.FIFO).exists() or not (cdir / sd.STATE).exists():
+            st = self.state(container_id)
             raise RuntimeFailure(f"container {container_id} is {st.status}, not created", op="start",
                                  path=container_id)
-        cdir = self.state_dir / container_id
         sd.write_json(cdir / sd.STARTED, {"started_at": time.time()})
         try:
             fd = os.open(cdir / sd.FIFO, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)

@@ -161,9 +161,19 @@ def create_devices(root: str, devices: list[dict[str, Any]], in_userns: bool) ->
     wanted: list[dict[str, Any]] = [{"path": p, "type": "c", "major": ma, "minor": mi, "fileMode": 0o666}
                                     for p, ma, mi in DEFAULT_DEVICES]
     wanted += devices
+    parents: dict[str, str] = {}          # each directory resolved (and made) once, not per node
     for dev in wanted:
-        dest = secure_join(root, dev["path"])
-        _mkdirs(os.path.dirname(dest))
+        where, name = os.path.split(dev["path"])
+        if name in ("", ".", ".."):
+            dest = secure_join(root, dev["path"])
+            _mkdirs(os.path.dirname(dest))
+        else:
+            parent = parents.get(where)
+            if parent is None:
+                parent = parents[where] = secure_join(root, where)
+                _mkdirs(parent)
+            # the last component is never followed: an existing node or symlink there is replaced
+            dest = os.path.join(parent, name)
         if os.path.lexists(dest):
             os.unlink(dest)
         if in_userns:
@@ -181,7 +191,9 @@ def create_devices(root: str, devices: list[dict[str, Any]], in_userns: bool) ->
             raise RuntimeFailure(f"cannot create device: {exc.strerror}", op="mknod", path=dest,
                                  errno=exc.errno or 0) from exc
     for target, link in DEFAULT_LINKS:
-        dest = secure_join(root, link)
+        where, name = os.path.split(link)
+        parent = parents.get(where) or secure_join(root, where)
+        dest = os.path.join(parent, name)
         if not os.path.lexists(dest):
             os.symlink(target, dest)
 

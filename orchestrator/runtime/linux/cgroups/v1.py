@@ -9,6 +9,7 @@ atomically. Mapping of limits: ``compute.compute_v1``; shared behaviour: ``base.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import time
@@ -183,6 +184,7 @@ class V1Driver(CgroupDriver):
                                  path=str(root))
         self.unified = root / "unified" if hybrid else None
         self._cpusets_ready: set[Path] = set()     # existing cpuset levels already given cpus and mems
+        self._parents_seen: set[Path] = set()      # parent levels known to exist (one mkdir saved each)
 
     def cgroup(self, path: str) -> V1Cgroup:
         return V1Cgroup(cgroup_path(path), self.hier, self.unified)
@@ -202,6 +204,16 @@ class V1Driver(CgroupDriver):
         return join_parent("/")
 
     def _make_dirs(self, cg: Cgroup, created: list[Path]) -> None:
+        try:
+            self._make_dirs_once(cg, created)
+        except RuntimeFailure as exc:
+            if exc.errno != errno.ENOENT or not self._parents_seen:
+                raise
+            self._parents_seen.clear()          # a parent we knew was removed since: make it again
+            self._cpusets_ready.clear()
+            self._make_dirs_once(cg, created)
+
+    def _make_dirs_once(self, cg: Cgroup, created: list[Path]) -> None:
         parts = cg.path.split("/")
         cpuset = self.hier.get("cpuset")
         cpuset_real = distinct_bases((cpuset,))[0][1] if cpuset is not None else None
@@ -210,9 +222,13 @@ class V1Driver(CgroupDriver):
             bases.append((self.unified, False))
         for base, is_cpuset in bases:
             current = base
-            for part in parts:
+            for i, part in enumerate(parts):
                 current = current / part
+                if i < len(parts) - 1 and current in self._parents_seen:
+                    continue        # a parent made or found before (a gone one fails the leaf: below)
                 made = fsio.mkdir(current)
+                if i < len(parts) - 1:
+                    self._parents_seen.add(current)
                 if made:
                     created.append(current)
                 if is_cpuset and (made or current not in self._cpusets_ready):
