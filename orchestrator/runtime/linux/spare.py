@@ -38,6 +38,7 @@ from orchestrator.runtime.linux import syscalls as sc
 from orchestrator.runtime.linux.spec import namespace_plan
 
 AHEAD = sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS     # made by the spare init before a request
+NICE = 5                     # how much lower the priority of a spare being made is (see ``fork``)
 _MAX_MSG = 4 << 20
 
 
@@ -59,19 +60,28 @@ def usable(req: dict[str, Any]) -> bool:
 
 
 def fork(in_child: Any) -> Spare:
-    """Fork a spare monitor; ``in_child(body)`` is the server's child wrapper (closes its socket)."""
+    """Fork a spare monitor; ``in_child(body)`` is the server's child wrapper (closes its socket).
+
+    The fork and the spare's own set-up run at a lower priority (``NICE``): they are made right after
+    a create is answered, when the caller wakes up to go on with that container and a 2-CPU host has
+    no core to spare. The spare monitor gives itself and its init back the server's priority as soon
+    as a request comes."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
     req_r, req_w = os.pipe2(os.O_CLOEXEC)
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    os.setpriority(os.PRIO_PROCESS, 0, min(base + NICE, 19))
     try:
         pid = os.fork()
     except OSError:
+        os.setpriority(os.PRIO_PROCESS, 0, base)
         for fd in (req_r, req_w, report_r, report_w):
             os.close(fd)
         raise
     if pid == 0:
         os.close(req_w)
         os.close(report_r)
-        in_child(lambda: _monitor_main(req_r, report_w))
+        in_child(lambda: _monitor_main(req_r, report_w, base))
+    os.setpriority(os.PRIO_PROCESS, 0, base)      # the server itself: back at once
     os.close(req_r)
     os.close(report_w)
     return Spare(pid, req_w, report_r)
@@ -128,7 +138,7 @@ class _Init:
     chan: socket.socket
 
 
-def _monitor_main(req_fd: int, report_fd: int) -> NoReturn:
+def _monitor_main(req_fd: int, report_fd: int, base_nice: int) -> NoReturn:
     code = 1
     try:
         keep = sorted((req_fd, report_fd))
@@ -145,6 +155,9 @@ def _monitor_main(req_fd: int, report_fd: int) -> NoReturn:
         raw = _read_all(req_fd)
         os.close(req_fd)
         if raw:
+            # the server's priority again, for us and the container (before its first instruction)
+            os.setpriority(os.PRIO_PROCESS, 0, base_nice)
+            os.setpriority(os.PRIO_PROCESS, ahead.pid, base_nice)
             req = json.loads(raw)
             monitor._redirect_stdio(req["state_dir"])
             monitor.serve(req, report_fd, lambda r: _spawn(r, raw, ahead))
@@ -213,6 +226,8 @@ def _init_main(chan: socket.socket, stdio: tuple[int, int, int]) -> NoReturn:
         init.make_undumpable()               # before anything a container process could reach
         step = "unshare"
         sc.unshare(AHEAD)
+        step = "loopback"                    # needs the rtnl lock, which a dying network namespace
+        init.loopback_up()                   # of an earlier container may hold for milliseconds
         step = "request"
         raw = chan.recv(_MAX_MSG)
         if not raw:

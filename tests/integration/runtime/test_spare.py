@@ -109,3 +109,22 @@ def test_usable(edit: Any, fits: bool, bundles: Any) -> None:
     spec = json.loads((Path(bundle) / "config.json").read_text())
     assert spare.usable({"spec": spec}) is fits
     assert spare.usable({"spec": spec, "files": True}) is False
+
+
+def _nice(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])     # field 19
+
+
+def test_a_container_from_a_spare_runs_at_the_servers_priority(runtime: Any, bundles: Any,
+                                                               state_root: Path) -> None:
+    """The spare is made at a lower priority; the container and its monitor must not keep it."""
+    from orchestrator.runtime.linux import statedir
+    bundle, rootfs = bundles.make(["sleep", "30"])
+    st = runtime.create("prio", bundle, rootfs)
+    rec = statedir.read_json(state_root / "containers" / "prio" / statedir.STATE)
+    assert rec is not None
+    mon, spare_mon = rec["monitor_pid"], _spare_pids(runtime._server.pid)[0]
+    assert (_nice(st.pid), _nice(mon)) == (os.getpriority(os.PRIO_PROCESS, 0),) * 2
+    assert _nice(spare_mon) == min(os.getpriority(os.PRIO_PROCESS, 0) + spare.NICE, 19)
+    runtime.delete("prio", force=True)
