@@ -155,6 +155,12 @@ def _diff_slot(dc: DesiredContainer, obs: tuple[ObservedContainer, ...], observe
         restarts = keep.record.restarts + 1
         if rules.allowed(dc, keep, restarts, why):
             return [*out, _base(dc, "recreate", why, keep, restarts=restarts)]
+    if keep.record.config_hash != dc.config_hash and dc.spec.restart.policy != "never" and \
+            _old_restart_policy(keep, observed) == "never":
+        # a policy changes in place, but a container made without one has no supervisor set up to
+        # run it again (the runtime keeps no request to replay): it takes a new container
+        why = f"restart.policy: never -> {dc.spec.restart.policy} (set up at create)"
+        return [*out, _base(dc, "recreate", why, keep, order=dc.spec.update.order)]
     if keep.record.resources_hash != dc.resources_hash or keep.record.config_hash != dc.config_hash:
         out.append(_base(dc, "update", _update_reason(dc, keep, observed), keep,
                          resources=keep.record.resources_hash != dc.resources_hash))
@@ -232,6 +238,12 @@ def _create_reason(dc: DesiredContainer, observed: ObservedState,
 def _old_service(o: ObservedContainer, observed: ObservedState) -> Mapping[str, Any] | None:
     snap = observed.snapshot(o.record.stack, o.record.generation)
     return canonical.service_plain(snap, o.record.service) if snap else None
+
+
+def _old_restart_policy(o: ObservedContainer, observed: ObservedState) -> str | None:
+    old = _old_service(o, observed)
+    restart = old.get("restart") if old is not None else None
+    return restart.get("policy") if isinstance(restart, Mapping) else None
 
 
 def _spec_reason(dc: DesiredContainer, o: ObservedContainer, observed: ObservedState) -> str:

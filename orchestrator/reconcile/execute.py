@@ -37,6 +37,7 @@ from orchestrator.reconcile.contracts import Builder, Failure, NetworkHook, Opti
 from orchestrator.reconcile.health import Prober, Readiness
 from orchestrator.runtime.base import Runtime, Status
 from orchestrator.runtime.files import FileSpec
+from orchestrator.runtime.oci import restart_annotations
 from orchestrator.state import canonical
 from orchestrator.state.desired import DesiredContainer, DesiredState, container_id
 from orchestrator.state.lifecycle import Phase, describe_exit
@@ -269,6 +270,11 @@ class Executor:
                 raise ReconcileError(f"{a.target}: runtime {self.rt.name} cannot change limits in place")
             self.updater(a.container_id, self.builder.resources(dc))
             self.step(f"update {a.container_id}")
+        # the restart policy, for runtimes whose supervisor restarts (the others are restarted by the
+        # reconciler from dc.spec); a no-op when it did not change
+        update_restart = getattr(self.rt, "update_restart", None)
+        if update_restart is not None and update_restart(a.container_id, restart_annotations(dc.spec)):
+            self.step(f"restart policy {a.container_id}")
         if (dc.spec.configs or dc.spec.secrets) and self.files is not None:
             self._rotate_files(dc, a.container_id)
         self.inv.update_hashes(a.container_id, resources_hash=dc.resources_hash, config_hash=dc.config_hash,

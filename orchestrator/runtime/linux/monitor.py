@@ -366,7 +366,9 @@ def _supervise_or_exec(req: dict[str, Any], init_pid: int, out_r: int, err_r: in
         _exec_supervisor(req, init_pid, out_r, err_r)
     status = _supervise(req, init_pid, {out_r: "stdout", err_r: "stderr"}, wake_r)
     record = _exit_record(req, status)
-    if status is None or not restart.from_annotations(req["spec"].get("annotations", {})).enabled:
+    # the policy as it is now: update_restart may have changed it in restart.json while we ran
+    now = statedir.read_json(os.path.join(req["state_dir"], statedir.RESTART_REQ)) or req
+    if status is None or not restart.from_annotations(now["spec"].get("annotations", {})).enabled:
         statedir.write_json(os.path.join(req["state_dir"], statedir.EXIT), record)
         return
     from orchestrator.runtime.linux import restarter  # imports us: only here, never at the top

@@ -134,6 +134,12 @@ class LinuxRuntime:
         container keeps running."""
         self._cgroup_of(container_id).update(resources)
 
+    def update_restart(self, container_id: str, annotations: Mapping[str, str]) -> bool:
+        """Change the restart policy (``org.orchestrator.restart.*`` annotations) of a created or
+        running container in place; its supervisor applies it from the next exit. False when it
+        already was that; refused for a container created without a policy (``statedir``)."""
+        return sd.change_restart_policy(self.state_dir / container_id, dict(annotations))
+
     def stats(self, container_id: str) -> CgroupStats:
         """One reading of the container's cgroup (usage, limits as the kernel has them now, OOM kills)."""
         return self._cgroup_of(container_id).stats()

@@ -126,6 +126,10 @@ def restart_from(cdir: str) -> NoReturn:
     signal.pthread_sigmask(signal.SIG_SETMASK, {signal.SIGTERM})
     ended = statedir.read_json(os.path.join(cdir, statedir.EXIT)) or {}
     try:
+        # first: a policy changed in place after this (the policy is in restart.json now, and the
+        # supervisor we exec gets arguments for the new run's series)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(cdir, statedir.RESTART_ARGS))
         req = statedir.read_json(os.path.join(cdir, statedir.RESTART_REQ))
         if req is None or statedir.user_stopped(cdir):
             _final(cdir, ended)
@@ -148,7 +152,8 @@ def after_exit(req: dict[str, Any], ended: dict[str, Any], argv: list[str]) -> N
     follows, in the same write, so ``wait`` never sees a final-looking exit before a restart), wait out
     the backoff, exec ``argv`` (the restarter)."""
     cdir = req["state_dir"]
-    policy = restart.from_annotations(req["spec"].get("annotations", {}))
+    now = statedir.read_json(os.path.join(cdir, statedir.RESTART_REQ)) or req    # changed in place?
+    policy = restart.from_annotations(now["spec"].get("annotations", {}))
     counts = statedir.read_json(os.path.join(cdir, statedir.RESTARTS)) or {}
     started_at = float((statedir.read_json(os.path.join(cdir, statedir.STARTED)) or {}).get("started_at", 0))
     uptime = float(ended["finished_at"]) - started_at if started_at else 0.0

@@ -18,6 +18,8 @@ With a restart policy (``restart``; written by the ``monitor`` only, except the 
                     history: the last exits that were followed by a restart (code, signal, OOM, times)
     restart.fifo    the exec fifo of a restart in progress (the restarter starts the init itself)
     user-stop       written by ``kill``/``delete`` BEFORE signalling: no restart from then on
+    restart.args    the policy changed in place (``update_restart``): the supervisor's five decisions,
+                    read at the next exit instead of its arguments; removed by the restarter
     exit.json then also says {"restart_pending": bool, "restart_delay_ms": n} (and "restart_error")
 
 Everything is re-read on every call; nothing is cached in memory (a restarted orchestrator sees exactly
@@ -39,6 +41,7 @@ STATE, SPEC, SECCOMP, FIFO, STARTED, EXIT = ("state.json", "spec.json", "seccomp
                                              "started.json", "exit.json")
 LOG, MONITOR_ERR = "container.log", "monitor.err"
 RESTART_REQ, RESTARTS, RESTART_FIFO, USER_STOP = "restart.json", "restarts.json", "restart.fifo", "user-stop"
+RESTART_ARGS = "restart.args"
 
 
 def write_json(path: Path | str, data: dict[str, Any]) -> None:
@@ -155,6 +158,43 @@ def restart_annotations(cdir: Path | str, ended: dict[str, Any] | None,
     return {restart.RESTARTS: str(int(counts.get("restarts", 0))),
             restart.LAST_RESTART: "" if last is None else f"{float(last):.6f}",
             restart.RESTARTING: "true" if restart_pending(ended, rec) else "false"}
+
+
+def change_restart_policy(cdir: Path | str, annotations: dict[str, str]) -> bool:
+    """Make the restart policy annotations (``restart.PREFIX`` keys) of a container ``annotations``'
+    ones, in place; False when they already are. The running supervisor reads ``restart.args`` at the
+    next exit, the restarter reads ``restart.json``. A container made without a policy has neither (no
+    saved request to run again): adding one needs a new container, so that is refused.
+    Order: restart.json, then restart.args (the restarter removes restart.args before reading
+    restart.json), then state.json (what ``state`` reports)."""
+    from orchestrator.errors import RuntimeFailure
+    from orchestrator.runtime.linux import restart
+    cdir = str(cdir)
+    rec = read_json(os.path.join(cdir, STATE))
+    if rec is None:
+        from orchestrator.errors import ContainerNotFound
+        raise ContainerNotFound(f"container {os.path.basename(cdir)} not found", op="update_restart",
+                                path=cdir)
+    wanted = {k: v for k, v in annotations.items() if k.startswith(restart.PREFIX)}
+    policy = restart.from_annotations(wanted)                  # validates
+    others = {k: v for k, v in rec.get("annotations", {}).items() if not k.startswith(restart.PREFIX)}
+    if {**others, **wanted} == rec.get("annotations", {}):
+        return False
+    req = read_json(os.path.join(cdir, RESTART_REQ))
+    if req is None and policy.enabled:
+        raise RuntimeFailure(f"container {os.path.basename(cdir)} was created without a restart policy; "
+                             "it needs a new container for one", op="update_restart", path=cdir)
+    if req is not None:
+        spec_ann = {k: v for k, v in req["spec"].get("annotations", {}).items()
+                    if not k.startswith(restart.PREFIX)}
+        req["spec"]["annotations"] = {**spec_ann, **wanted}
+        write_json(os.path.join(cdir, RESTART_REQ), req)
+        series = int((read_json(os.path.join(cdir, RESTARTS)) or {}).get("series", 0))
+        write_atomic(os.path.join(cdir, RESTART_ARGS),
+                     " ".join(restart.supervisor_args(policy, series)).encode())
+    rec["annotations"] = {**others, **wanted}
+    write_json(os.path.join(cdir, STATE), rec)
+    return True
 
 
 def wait_gone(pid: int, started: int, timeout_s: float) -> bool:

@@ -165,11 +165,25 @@ static long long uptime_ms(const char *dir) {
     return ((long long)now.tv_sec - st.st_mtim.tv_sec) * 1000 + (now.tv_nsec - st.st_mtim.tv_nsec) / 1000000;
 }
 
-/* the policy's delay for this exit, -1 for none; argv[4..8] as in the usage above */
+/* the policy's delay for this exit, -1 for none; argv[4..8] as in the usage above, or the same five
+ * numbers from STATE_DIR/restart.args when the policy was changed while we run (runtime
+ * update_restart; the restarter removes the file before it execs us again with fresh arguments) */
 static long long restart_delay(char **argv, int status, const char *dir) {
+    char path[4200];
+    long long v[5];
     int failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    int stable = uptime_ms(dir) >= atoll(argv[8]);
-    return atoll(argv[4 + (failed ? 0 : 1) + (stable ? 2 : 0)]);
+    int changed = 0, stable;
+    FILE *f;
+    snprintf(path, sizeof path, "%s/restart.args", dir);
+    if ((f = fopen(path, "re")) != NULL) {
+        changed = fscanf(f, "%lld %lld %lld %lld %lld", &v[0], &v[1], &v[2], &v[3], &v[4]) == 5;
+        fclose(f);
+    }
+    if (!changed)
+        for (int i = 0; i < 5; i++)
+            v[i] = atoll(argv[4 + i]);
+    stable = uptime_ms(dir) >= v[4];
+    return v[(failed ? 0 : 1) + (stable ? 2 : 0)];
 }
 
 /* sleep out the backoff; SIGTERM (through the signalfd) wakes us to look at the marker again */

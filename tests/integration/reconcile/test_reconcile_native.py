@@ -174,6 +174,30 @@ def test_memory_change_updates_cgroup_in_place(session: Session, write: Callable
     assert (stats.memory_limit_bytes, stats.pids_limit) == (96 << 20, 64)
 
 
+def test_restart_policy_change_reaches_the_running_supervisor(session: Session,
+                                                              write: Callable[..., tuple[str, StackSet]]
+                                                              ) -> None:
+    path, ss = write(replicas=1)
+    assert apply(session, path, ss).ok
+    before = {r.slot: r.id for r in session.inventory.containers()}
+    text = Path(path).read_text().replace("      replicas: 1\n", "      replicas: 1\n      restart: never\n")
+    Path(path).write_text(text)
+    ss2 = manifests.load([path])
+    r = apply(session, path, ss2)
+    assert r.ok and [(a.kind, a.reason) for a in r.plan.actions if a.kind == "update"] == [
+        ("update", "restart.policy: on-failure -> never")]
+    assert {r.slot: r.id for r in session.inventory.containers()} == before   # same containers
+    api = before["it/api-1"]
+    st = session.runtime.state(api)
+    assert st.annotations["org.orchestrator.restart.policy"] == "never"
+    os.kill(st.pid, signal.SIGKILL)            # a crash: under "never" the supervisor leaves it down
+    st = session.runtime.wait(api, timeout=10)
+    time.sleep(0.3)
+    st = session.runtime.state(api)
+    assert st.status == "stopped" and st.annotations.get("org.orchestrator.restarts") == "0"
+    assert not apply(session, path, ss2).changed        # and the reconciler agrees: never is never
+
+
 NET_STACK = """\
 apiVersion: orchestrator/v1
 kind: Stack

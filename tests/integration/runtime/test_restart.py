@@ -246,3 +246,50 @@ def test_invalid_policy_fails_create(runtime: Any, bundles: Any) -> None:
     with pytest.raises(RuntimeFailure, match=r"org\.orchestrator\.restart\.policy"):
         runtime.create("bad", bundle, rootfs)
     assert not (runtime.state_dir / "bad").exists()
+
+
+def _crash(rt: Any, cid: str) -> None:
+    """SIGKILL the init from outside (not a user stop through the runtime): a failure to the policy."""
+    os.kill(rt.state(cid).pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("python_supervisor", [False, True])
+def test_policy_changed_in_place_reaches_the_running_supervisor(state_root: Path, bundles: Any,
+                                                                python_supervisor: bool) -> None:
+    from orchestrator.runtime.linux.native import LinuxRuntime
+    parent = f"orchestrator-rt-{uuid.uuid4().hex[:10]}"
+    with LinuxRuntime(state_root / "upd", cgroup_parent=parent, c_supervisor=not python_supervisor) as rt:
+        try:
+            start(rt, bundles, "upd", ["sleep", "30"], policy("on-failure"))
+            _crash(rt, "upd")                              # on-failure: restarted
+            until(lambda: restarts(rt, "upd") == 1 and rt.state("upd").status == Status.RUNNING)
+            never = {restart.POLICY: "never"}
+            assert rt.update_restart("upd", never) is True
+            assert rt.update_restart("upd", never) is False                    # already so
+            assert rt.state("upd").annotations[restart.POLICY] == "never"
+            _crash(rt, "upd")                              # never now: it stays stopped
+            st = rt.wait("upd", timeout=10)
+            assert st.status == Status.STOPPED and st.exit_signal == signal.SIGKILL
+            time.sleep(0.3)
+            assert restarts(rt, "upd") == 1 and rt.state("upd").status == Status.STOPPED
+        finally:
+            rt.delete("upd", force=True)
+            for hierarchy in Path("/sys/fs/cgroup").iterdir():
+                if (hierarchy / parent).is_dir():
+                    (hierarchy / parent).rmdir()
+
+
+def test_policy_raised_in_place_restarts_what_it_would_not_have(runtime: Any, bundles: Any) -> None:
+    start(runtime, bundles, "raise", ["sh", "-c", "sleep 0.5; exit 0"], policy("on-failure"))
+    runtime.update_restart("raise", {restart.POLICY: "always", restart.BACKOFF_INITIAL: "0.05"})
+    until(lambda: restarts(runtime, "raise") >= 1)           # a clean exit, restarted under always
+    assert not (runtime.state_dir / "raise" / statedir.RESTART_ARGS).exists()   # the restarter's now
+
+
+def test_adding_a_policy_in_place_is_refused(runtime: Any, bundles: Any) -> None:
+    from orchestrator.errors import RuntimeFailure
+    start(runtime, bundles, "none", ["sleep", "30"], None)
+    with pytest.raises(RuntimeFailure, match="without a restart policy"):
+        runtime.update_restart("none", {restart.POLICY: "always"})
+    assert runtime.update_restart("none", {restart.POLICY: "never"}) is True    # bookkeeping only
+    runtime.delete("none", force=True)

@@ -86,6 +86,21 @@ def test_restart_policy_change_is_bookkeeping_update(tmp_path: Path) -> None:
     assert w.apply(ss).ok and not w.rt.ops("update") and not w.plan(ss)
 
 
+def test_adding_a_restart_policy_to_a_never_container_recreates_it(tmp_path: Path) -> None:
+    """A supervisor restarts only what was set up at create: never -> always needs a new container;
+    the way back (always -> never) is an in-place update."""
+    w = World(tmp_path)
+    w.apply(sset(stack("shop", svc("api", restart=RestartPolicy("never")))))
+    cid = w.running()["shop/api-1"]
+    ss = sset(stack("shop", svc("api", restart=RestartPolicy("always"))))
+    plan = w.plan(ss)
+    assert [(a.kind, a.reason) for a in plan.actions if a.kind != "generation"] == [
+        ("recreate", "restart.policy: never -> always (set up at create)")]
+    assert w.apply(ss).ok and w.running()["shop/api-1"] != cid and not w.plan(ss)
+    back = sset(stack("shop", svc("api", restart=RestartPolicy("never"))))
+    assert [a.kind for a in w.plan(back).actions if a.kind != "generation"] == ["update"]
+
+
 def test_scale_up_and_down(tmp_path: Path) -> None:
     w = World(tmp_path)
     w.apply(sset(stack("shop", svc("api", replicas=2))))
