@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import re
 import select
-import shutil
 import signal
-import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -64,15 +60,7 @@ class LinuxRuntime:
         self._supervisor = cmonitor.build(self.state_dir / ".bin") if c_supervisor else ""
         self._drivers: dict[Path, CgroupDriver] = {}
         self._servers = ServerPool(max(1, min(4, os.cpu_count() or 1)))
-        # deleted state dirs are renamed here and removed by one background thread: on this host's ext4
-        # the unlinks cost ~2 ms each, most of a delete; anything left by a crash is queued now
-        self._trash = self.state_dir / ".trash"
-        self._trash.mkdir(exist_ok=True)
-        self._doomed: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
-        self._sweeper = threading.Thread(target=self._sweep, name="state-sweeper", daemon=True)
-        self._sweeper.start()
-        for entry in os.listdir(self._trash):
-            self._doomed.put(self._trash / entry)
+        self._trash = sd.Trash(self.state_dir / ".trash")
 
     def __enter__(self) -> LinuxRuntime:
         return self
@@ -88,19 +76,10 @@ class LinuxRuntime:
 
     def close(self) -> None:
         self._servers.close()
-        self._doomed.put(None)
-        self._sweeper.join()
-
-    def _sweep(self) -> None:
-        while (path := self._doomed.get()) is not None:
-            shutil.rmtree(path, ignore_errors=True)
+        self._trash.close()
 
     def _discard(self, cdir: Path) -> None:
-        """Remove a container's state dir: atomically from our view (rename), then from the disk."""
-        doomed = self._trash / f"{cdir.name}.{uuid.uuid4().hex[:8]}"
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(cdir, doomed)
-            self._doomed.put(doomed)
+        self._trash.discard(cdir)
 
     # ---- cgroups ------------------------------------------------------------------------------------
 
