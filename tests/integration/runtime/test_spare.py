@@ -35,11 +35,14 @@ def _status(pid: int, key: str) -> str:
     return ""
 
 
-def _spare_pids(server_pid: int, timeout_s: float = 5.0) -> tuple[int, int]:
-    """(spare monitor, spare init) under the fork server, once both exist."""
+def _spare_pids(server_pid: int, timeout_s: float = 5.0, exclude: tuple[int, ...] = ()) -> tuple[int, int]:
+    """(spare monitor, spare init) under the fork server, once both exist; ``exclude``: monitors of
+    containers (also the server's children, named orch-monitor until they exec the supervisor)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for mon in _children(server_pid):
+            if mon in exclude:
+                continue
             inits = _children(mon)
             if inits and _status(mon, "Name") == "orch-monitor":
                 return mon, inits[0]
@@ -124,7 +127,8 @@ def test_a_container_from_a_spare_runs_at_the_servers_priority(runtime: Any, bun
     st = runtime.create("prio", bundle, rootfs)
     rec = statedir.read_json(state_root / "containers" / "prio" / statedir.STATE)
     assert rec is not None
-    mon, spare_mon = rec["monitor_pid"], _spare_pids(runtime._server.pid)[0]
+    mon = rec["monitor_pid"]
+    spare_mon = _spare_pids(runtime._server.pid, exclude=(mon,))[0]
     assert (_nice(st.pid), _nice(mon)) == (os.getpriority(os.PRIO_PROCESS, 0),) * 2
     assert _nice(spare_mon) == min(os.getpriority(os.PRIO_PROCESS, 0) + spare.NICE, 19)
     runtime.delete("prio", force=True)
