@@ -30,7 +30,6 @@ import fcntl
 import gc
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -45,7 +44,6 @@ if TYPE_CHECKING:     # the server imports it in serve(); the API process (ForkS
     from orchestrator.runtime.linux.spare import Spare
 
 _MAX_MSG = 4 << 20
-REFILL_DELAY_S = 0.001
 
 
 def sealed_interpreter() -> int:
@@ -214,10 +212,6 @@ def _serve(sock: socket.socket, spares: list[Spare]) -> None:
     from orchestrator.runtime.linux import spare
     while True:
         if not spares:
-            # a moment first: the caller is waking up to go on with the container just made, and
-            # the fork competes with it for the CPU (a request meanwhile gets a spare at once)
-            with contextlib.suppress(OSError):
-                select.select([sock], [], [], REFILL_DELAY_S)
             with contextlib.suppress(OSError):      # no spare (EAGAIN, ENOMEM): the ordinary path
                 spares.append(spare.fork(lambda body: _in_child(sock, body)))
         try:
