@@ -40,6 +40,8 @@ _ALIVE = (Status.RUNNING, Status.CREATED)
 # annotations a supervising runtime reports in ContainerState (runtime.linux.restart): restarts done
 # since create, and "true" while a restart is pending
 SUPERVISOR_RESTARTS = "org.orchestrator.restarts"
+# the runtime says a container was made without a restart policy and cannot be given one in place
+NOT_RESTARTABLE = ("org.orchestrator.restartable", "false")
 SUPERVISOR_RESTARTING = "org.orchestrator.restarting"
 # generic reasons for a content change of a config/secret; the controller, which can read the digests
 # a container was made from (secrets.ledger), replaces them with "config x changed (sha256 a1b2 -> c3d4)"
@@ -156,10 +158,13 @@ def _diff_slot(dc: DesiredContainer, obs: tuple[ObservedContainer, ...], observe
         if rules.allowed(dc, keep, restarts, why):
             return [*out, _base(dc, "recreate", why, keep, restarts=restarts)]
     if keep.record.config_hash != dc.config_hash and dc.spec.restart.policy != "never" and \
-            _old_restart_policy(keep, observed) == "never":
-        # a policy changes in place, but a container made without one has no supervisor set up to
-        # run it again (the runtime keeps no request to replay): it takes a new container
-        why = f"restart.policy: never -> {dc.spec.restart.policy} (set up at create)"
+            keep.state is not None and \
+            keep.state.annotations.get(NOT_RESTARTABLE[0]) == NOT_RESTARTABLE[1]:
+        # a policy changes in place, but a container its runtime made without one has no supervisor
+        # set up to run it again (no saved request to replay): it takes a new container. Runtimes
+        # whose containers the reconciler restarts never say so.
+        why = f"restart.policy: {_old_restart_policy(keep, observed) or 'never'} -> " \
+              f"{dc.spec.restart.policy} (the runtime sets restarts up at create)"
         return [*out, _base(dc, "recreate", why, keep, order=dc.spec.update.order)]
     if keep.record.resources_hash != dc.resources_hash or keep.record.config_hash != dc.config_hash:
         out.append(_base(dc, "update", _update_reason(dc, keep, observed), keep,

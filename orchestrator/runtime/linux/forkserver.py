@@ -146,7 +146,11 @@ def _create(req: dict[str, Any], fds: list[int], sock: socket.socket, raw: bytes
             spares: list[Spare]) -> dict[str, Any]:
     from orchestrator.runtime.linux import spare
     if spares and spare.usable(req):
-        reply = spare.hand_over(spares.pop(), raw)
+        ready = spares.pop()
+        try:
+            reply = spare.hand_over(ready, raw)
+        finally:
+            _SERVER_ONLY.clear()          # closed by hand_over
         if reply is not None:
             return reply
     if req.get("files"):
@@ -176,9 +180,17 @@ def _exec(req: dict[str, Any], fds: list[int], sock: socket.socket) -> dict[str,
     return {"ok": True}
 
 
+# the server's ends of its spare's pipes: no child may hold them (an exec helper lives as long as its
+# command; the spare reads its request by length, but an end of file must still mean "server gone")
+_SERVER_ONLY: set[int] = set()
+
+
 def _in_child(sock: socket.socket, body: Any) -> NoReturn:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)   # our reaping handler must not steal their children
     sock.close()                      # the API must see EOF when we (the server) go away
+    for fd in _SERVER_ONLY:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     try:
         body()
     finally:
@@ -214,6 +226,7 @@ def _serve(sock: socket.socket, spares: list[Spare]) -> None:
         if not spares:
             with contextlib.suppress(OSError):      # no spare (EAGAIN, ENOMEM): the ordinary path
                 spares.append(spare.fork(lambda body: _in_child(sock, body)))
+                _SERVER_ONLY.update((spares[-1].req_w, spares[-1].report_r))
         try:
             data, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MSG, 8)
         except (ConnectionError, OSError):

@@ -214,10 +214,13 @@ def _exec_supervisor(req: dict[str, Any], init_pid: int, out_r: int, err_r: int)
     copies = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (out_r, err_r)]
     targets = [3, 4]
     policy = restart.from_annotations(req["spec"].get("annotations", {}))
+    # set up for restarts whenever the container was made with a policy (restart.json saved), even one
+    # changed to "never" since: a later change back must find a supervisor able to act on it
+    restartable = policy.enabled or os.path.exists(os.path.join(req["state_dir"], statedir.RESTART_REQ))
     if req.get("files_fd") is not None:     # kept open (not close-on-exec) for the restarter: see below
         copies.append(fcntl.fcntl(int(req["files_fd"]), fcntl.F_DUPFD_CLOEXEC, 10))
         targets.append(FILES_FD)
-    if policy.enabled:
+    if restartable:
         # we run from the fork server's sealed memfd copy of python; the restarter must too, or a
         # restarted container's init would have the host's python file as /proc/self/exe (a
         # #!/proc/self/exe script could then reach it: the CVE-2019-5736 class)
@@ -228,7 +231,7 @@ def _exec_supervisor(req: dict[str, Any], init_pid: int, out_r: int, err_r: int)
     for target, fd in zip(targets, copies, strict=True):
         os.dup2(fd, target)
     argv = [req["supervisor"], str(init_pid), req["state_dir"], str(int(req.get("log_max_bytes", 10 << 20)))]
-    if policy.enabled:
+    if restartable:
         series = int((statedir.read_json(os.path.join(req["state_dir"], statedir.RESTARTS)) or {})
                      .get("series", 0))
         argv += [*restart.supervisor_args(policy, series), *_restarter_argv(req)]

@@ -188,7 +188,7 @@ class LinuxRuntime:
             sd.write_json(cdir / sd.STATE, record)
             undo.pop_all()
         # what ``state`` would read back now (the init waits on the exec fifo), without reading it
-        annotations = {**record["annotations"], **sd.restart_annotations(cdir, None, record)}
+        annotations = sd.state_annotations(cdir, None, record)
         return ContainerState(container_id, Status.CREATED, str(bundle), pid=record["pid"],
                               pid_start_time=record["start_time"], created_at=record["created_at"],
                               annotations=annotations)
@@ -255,7 +255,7 @@ class LinuxRuntime:
             # the C supervisor leaves it to us; computed on every read (a query never writes: the
             # monitor or the restarter may be replacing exit.json at the same moment)
             ended["oom_killed"] = self._oom_killed(rec)
-        base["annotations"] = {**base["annotations"], **sd.restart_annotations(cdir, ended, rec)}
+        base["annotations"] = sd.state_annotations(cdir, ended, rec)
         if ended is not None:
             return ContainerState(status=Status.STOPPED, finished_at=ended["finished_at"],
                                   exit_code=ended["exit_code"], exit_signal=ended["exit_signal"],
@@ -388,8 +388,10 @@ class LinuxRuntime:
             raise RuntimeFailure(f"container {container_id} is {st.status}, not running", op="exec",
                                  path=container_id)
         req = procio.exec_request(self.state_dir / container_id, st, argv, env, cwd)
-        with self._servers.get() as server:
-            return procio.run_exec(server, req, capture, timeout)
+        def send(request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+            with self._servers.get() as server:
+                return server.request(request, fds)
+        return procio.run_exec(send, req, capture, timeout)
 
     def logs(self, container_id: str, *, since: float = 0.0, follow: bool = False) -> Iterator[LogLine]:
         cdir = self.state_dir / container_id

@@ -24,7 +24,6 @@ from typing import Any
 from orchestrator.errors import ExecTimeout, RuntimeFailure
 from orchestrator.runtime.base import ContainerState, ExecResult, LogLine
 from orchestrator.runtime.linux import statedir as sd
-from orchestrator.runtime.linux.forkserver import ForkServer
 
 OUTPUT_CAP = 1 << 20          # bytes kept per stream: a probe's output is for a log line, not a file
 _KILL_GRACE_S = 2.0           # after the SIGKILL, how long the helper gets to reap and report
@@ -109,8 +108,11 @@ def exec_request(cdir: Path, st: ContainerState, argv: Sequence[str], env: Seque
             "seccomp": prog.hex(), "seccomp_flags": flags}
 
 
-def run_exec(server: ForkServer, req: dict[str, Any], capture: bool,
-             timeout: float | None = None) -> ExecResult:
+def run_exec(send: Callable[[dict[str, Any], list[int]], dict[str, Any]], req: dict[str, Any],
+             capture: bool, timeout: float | None = None) -> ExecResult:
+    """``send(req, fds)``: one fork-server request, returning its reply. The server is needed only for
+    that: the output and the exit status come straight from the helper, so a long exec keeps no
+    server from the next create."""
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     ours: list[int] = [status_r]
     theirs: list[int] = [status_w]
@@ -125,7 +127,7 @@ def run_exec(server: ForkServer, req: dict[str, Any], capture: bool,
     else:
         stdio = [0, 1, 2]
     try:
-        reply = server.request(req, [*stdio, status_w])
+        reply = send(req, [*stdio, status_w])
     finally:
         for fd in theirs:
             os.close(fd)

@@ -36,6 +36,7 @@ POLICIES = ("never", "on-failure", "always")
 RESTARTS = "org.orchestrator.restarts"              # restarts done since create (never reset)
 LAST_RESTART = "org.orchestrator.last-restart"      # unix time of the last restart ("" if none)
 RESTARTING = "org.orchestrator.restarting"          # "true" while stopped with a restart pending
+RESTARTABLE = "org.orchestrator.restartable"        # "false": made without a policy (none can be added)
 
 # signals ``kill`` sends without stopping restarts: reloads and job control, not requests to stop
 _NOT_A_STOP = frozenset({0, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT,

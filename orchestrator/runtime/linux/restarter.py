@@ -74,7 +74,7 @@ def _preload(req: dict[str, Any]) -> None:
         importlib.import_module(name)
 
 
-def _restart(req: dict[str, Any], ended: dict[str, Any]) -> NoReturn:
+def _restart(req: dict[str, Any], ended: dict[str, Any], lock: contextlib.ExitStack) -> NoReturn:
     cdir = req["state_dir"]
     _preload(req)
     policy = restart.from_annotations(req["spec"].get("annotations", {}))
@@ -116,6 +116,7 @@ def _restart(req: dict[str, Any], ended: dict[str, Any]) -> NoReturn:
     os.unlink(os.path.join(cdir, statedir.EXIT))     # last: until now the container reads as stopped
     if statedir.user_stopped(cdir):    # stopped since our look above: it reads as running, so kill it
         os.kill(init_pid, signal.SIGKILL)           # (the supervisor reaps it and records a final exit)
+    lock.close()          # the C supervisor's exec would release it; the Python loop would keep it
     monitor._supervise_or_exec(req, init_pid, out_r, err_r, wake_r)
     os._exit(0)
 
@@ -126,15 +127,20 @@ def restart_from(cdir: str) -> NoReturn:
     signal.pthread_sigmask(signal.SIG_SETMASK, {signal.SIGTERM})
     ended = statedir.read_json(os.path.join(cdir, statedir.EXIT)) or {}
     try:
-        # first: a policy changed in place after this (the policy is in restart.json now, and the
-        # supervisor we exec gets arguments for the new run's series)
+        # a policy change waits for us (or we for it) until the next supervisor runs: released when
+        # this process execs it, or explicitly before the Python supervisor's loop (see _restart)
+        lock = contextlib.ExitStack()
+        lock.enter_context(statedir.restart_lock(cdir))
+        # a policy changed in place before now is in restart.json: the supervisor we exec gets
+        # arguments from it (for the new run's series), so the override goes
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(cdir, statedir.RESTART_ARGS))
         req = statedir.read_json(os.path.join(cdir, statedir.RESTART_REQ))
-        if req is None or statedir.user_stopped(cdir):
-            _final(cdir, ended)
+        if req is None or statedir.user_stopped(cdir) or \
+                not restart.from_annotations(req["spec"].get("annotations", {})).enabled:
+            _final(cdir, ended)              # (changed to "never" during the backoff: no restart)
             os._exit(0)
-        _restart(req, ended)
+        _restart(req, ended, lock)
     except BaseException as exc:  # the container stays stopped, and says why
         for pid in monitor._children():     # an init we started must not outlive its supervision
             monitor._kill(pid)

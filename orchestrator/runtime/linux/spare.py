@@ -30,6 +30,7 @@ import json
 import os
 import signal
 import socket
+import struct
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -60,20 +61,20 @@ def usable(req: dict[str, Any]) -> bool:
 
 
 def fork(in_child: Any) -> Spare:
-    """Fork a spare monitor; ``in_child(body)`` is the server's child wrapper (closes its socket).
+    """Fork a spare monitor; ``in_child(body)`` is the server's child wrapper (closes its socket and
+    the ends of a spare's pipes that only the server may hold, so that an exec helper, which lives as
+    long as its command, never keeps them open).
 
-    The fork and the spare's own set-up run at a lower priority (``NICE``): they are made right after
-    a create is answered, when the caller wakes up to go on with that container and a 2-CPU host has
-    no core to spare. The spare monitor gives itself and its init back the server's priority as soon
-    as a request comes."""
+    The spare sets itself up at a lower priority (``NICE``; raising one's own nice value needs no
+    privilege): it is made right after a create is answered, when the caller wakes up to go on with
+    that container and a 2-CPU host has no core to spare. When a request comes, it gives itself and
+    its init back the server's priority, or, when it may not (no CAP_SYS_NICE), declines the request."""
     base = os.getpriority(os.PRIO_PROCESS, 0)
     req_r, req_w = os.pipe2(os.O_CLOEXEC)
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
-    os.setpriority(os.PRIO_PROCESS, 0, min(base + NICE, 19))
     try:
         pid = os.fork()
     except OSError:
-        os.setpriority(os.PRIO_PROCESS, 0, base)
         for fd in (req_r, req_w, report_r, report_w):
             os.close(fd)
         raise
@@ -81,24 +82,24 @@ def fork(in_child: Any) -> Spare:
         os.close(req_w)
         os.close(report_r)
         in_child(lambda: _monitor_main(req_r, report_w, base))
-    os.setpriority(os.PRIO_PROCESS, 0, base)      # the server itself: back at once
     os.close(req_r)
     os.close(report_w)
     return Spare(pid, req_w, report_r)
 
 
 def hand_over(spare: Spare, raw: bytes) -> dict[str, Any] | None:
-    """The spare's report on ``raw`` (a create request); None when the spare is gone (then nothing was
-    started: the caller takes the ordinary path). The spare is used up either way."""
+    """The spare's report on ``raw`` (a create request); None when the spare could not take it (gone,
+    its init failed ahead, or it may not restore its priority): nothing was started, and the caller
+    takes the ordinary path. The spare is used up either way."""
     try:
         try:
-            view = memoryview(raw)
+            # length first: the spare reads one whole request, never waiting for an end of file
+            msg = struct.pack(">Q", len(raw)) + raw
+            view = memoryview(msg)
             while view:
                 view = view[os.write(spare.req_w, view):]
         except BrokenPipeError:
             return None
-        os.close(spare.req_w)
-        spare.req_w = -1
         out = _read_all(spare.report_r)
     finally:
         discard(spare, wait=False)
@@ -106,7 +107,7 @@ def hand_over(spare: Spare, raw: bytes) -> dict[str, Any] | None:
         return {"ok": False, "error": {"message": "container monitor died during set-up", "op": "create",
                                        "path": "", "errno": 0}}
     reply: dict[str, Any] = json.loads(out)
-    return reply
+    return None if reply.get("declined") else reply
 
 
 def discard(spare: Spare, *, wait: bool = True) -> None:
@@ -127,6 +128,23 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+def _read_exact(fd: int, size: int) -> bytes | None:
+    """``size`` bytes, or None at an end of file first (the server went away)."""
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_request(fd: int) -> bytes | None:
+    head = _read_exact(fd, 8)
+    return None if head is None else _read_exact(fd, struct.unpack(">Q", head)[0])
+
+
 # ---- the spare monitor -------------------------------------------------------------------------------
 
 @dataclass
@@ -141,6 +159,7 @@ class _Init:
 def _monitor_main(req_fd: int, report_fd: int, base_nice: int) -> NoReturn:
     code = 1
     try:
+        os.setpriority(os.PRIO_PROCESS, 0, min(base_nice + NICE, 19))    # see ``fork``
         keep = sorted((req_fd, report_fd))
         os.closerange(3, keep[0])
         os.closerange(keep[0] + 1, keep[1])
@@ -152,16 +171,15 @@ def _monitor_main(req_fd: int, report_fd: int, base_nice: int) -> NoReturn:
         os.close(null)
         monitor.become_monitor()
         ahead = _fork_init((req_fd, report_fd))
-        raw = _read_all(req_fd)
+        raw = _read_request(req_fd)
         os.close(req_fd)
-        if raw:
-            # the server's priority again, for us and the container (before its first instruction)
-            os.setpriority(os.PRIO_PROCESS, 0, base_nice)
-            os.setpriority(os.PRIO_PROCESS, ahead.pid, base_nice)
+        if raw is not None and _ready(ahead, base_nice):
             req = json.loads(raw)
             monitor._redirect_stdio(req["state_dir"])
             monitor.serve(req, report_fd, lambda r: _spawn(r, raw, ahead))
-        else:                                # the server went away: so do we, and the init
+        else:                                # the server went away, or we cannot serve: nor the init
+            if raw is not None:
+                os.write(report_fd, b'{"declined": true}')
             ahead.chan.close()
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(ahead.pid, 0)
@@ -170,6 +188,19 @@ def _monitor_main(req_fd: int, report_fd: int, base_nice: int) -> NoReturn:
         monitor.report_failure(report_fd, exc)
     finally:
         os._exit(code)
+
+
+def _ready(ahead: _Init, base_nice: int) -> bool:
+    """The init still waits (it did not fail ahead: namespace limits, say), and both of us have the
+    server's priority back, before the container's first instruction."""
+    try:
+        if os.waitpid(ahead.pid, os.WNOHANG)[0] != 0:
+            return False
+        os.setpriority(os.PRIO_PROCESS, 0, base_nice)
+        os.setpriority(os.PRIO_PROCESS, ahead.pid, base_nice)
+    except OSError:                 # EPERM: lowering a nice value needs CAP_SYS_NICE
+        return False
+    return True
 
 
 def _fork_init(close_in_child: tuple[int, ...]) -> _Init:

@@ -20,6 +20,8 @@ With a restart policy (``restart``; written by the ``monitor`` only, except the 
     user-stop       written by ``kill``/``delete`` BEFORE signalling: no restart from then on
     restart.args    the policy changed in place (``update_restart``): the supervisor's five decisions,
                     read at the next exit instead of its arguments; removed by the restarter
+    restart.policy.json  the policy annotations as changed in place (what ``state`` reports)
+    restart.lock    flock'd by the restarter and by a change of policy (see ``restart_lock``)
     exit.json then also says {"restart_pending": bool, "restart_delay_ms": n} (and "restart_error")
 
 Everything is re-read on every call; nothing is cached in memory (a restarted orchestrator sees exactly
@@ -28,6 +30,7 @@ what the one before it saw). A pid is trusted only together with its start time 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -41,7 +44,7 @@ STATE, SPEC, SECCOMP, FIFO, STARTED, EXIT = ("state.json", "spec.json", "seccomp
                                              "started.json", "exit.json")
 LOG, MONITOR_ERR = "container.log", "monitor.err"
 RESTART_REQ, RESTARTS, RESTART_FIFO, USER_STOP = "restart.json", "restarts.json", "restart.fifo", "user-stop"
-RESTART_ARGS = "restart.args"
+RESTART_ARGS, RESTART_POLICY, RESTART_LOCK = "restart.args", "restart.policy.json", "restart.lock"
 
 
 def write_json(path: Path | str, data: dict[str, Any]) -> None:
@@ -147,44 +150,67 @@ def oom_baseline(cdir: Path | str) -> int:
     return int((read_json(os.path.join(cdir, RESTARTS)) or {}).get("oom_baseline", 0))
 
 
-def restart_annotations(cdir: Path | str, ended: dict[str, Any] | None,
-                        rec: dict[str, Any]) -> dict[str, str]:
-    """The restart annotations ``state()`` adds (keys in ``restart``); none without a restart policy."""
-    if not os.path.exists(os.path.join(cdir, RESTART_REQ)):
-        return {}
+def state_annotations(cdir: Path | str, ended: dict[str, Any] | None, rec: dict[str, Any]
+                      ) -> dict[str, str]:
+    """What ``state()`` reports as annotations: the spec's (state.json), with the restart policy as it
+    is now (``restart.policy.json`` after a change in place) and the restart counts (keys in
+    ``restart``); the counts only for a container made with a policy."""
     from orchestrator.runtime.linux import restart
+    out = dict(rec.get("annotations", {}))
+    if not os.path.exists(os.path.join(cdir, RESTART_REQ)):
+        out[restart.RESTARTABLE] = "false"      # no saved request: a policy needs a new container
+        return out
+    changed = read_json(os.path.join(cdir, RESTART_POLICY))
+    if changed is not None:
+        out = {**{k: v for k, v in out.items() if not k.startswith(restart.PREFIX)}, **changed}
     counts = read_json(os.path.join(cdir, RESTARTS)) or {}
     last = counts.get("last_restart")
-    return {restart.RESTARTS: str(int(counts.get("restarts", 0))),
-            restart.LAST_RESTART: "" if last is None else f"{float(last):.6f}",
-            restart.RESTARTING: "true" if restart_pending(ended, rec) else "false"}
+    out.update({restart.RESTARTS: str(int(counts.get("restarts", 0))),
+                restart.LAST_RESTART: "" if last is None else f"{float(last):.6f}",
+                restart.RESTARTING: "true" if restart_pending(ended, rec) else "false"})
+    return out
+
+
+@contextlib.contextmanager
+def restart_lock(cdir: Path | str) -> Iterator[None]:
+    """Held by the restarter from its first look at restart.json until the next supervisor runs, and
+    by ``change_restart_policy``: a policy change lands wholly before a restart (which then uses it) or
+    wholly after (the next supervisor then reads restart.args)."""
+    import fcntl
+    fd = os.open(os.path.join(cdir, RESTART_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def change_restart_policy(cdir: Path | str, annotations: dict[str, str]) -> bool:
     """Make the restart policy annotations (``restart.PREFIX`` keys) of a container ``annotations``'
-    ones, in place; False when they already are. The running supervisor reads ``restart.args`` at the
-    next exit, the restarter reads ``restart.json``. A container made without a policy has neither (no
-    saved request to run again): adding one needs a new container, so that is refused.
-    Order: restart.json, then restart.args (the restarter removes restart.args before reading
-    restart.json), then state.json (what ``state`` reports)."""
-    from orchestrator.errors import RuntimeFailure
+    ones, in place; False when they already are. The running supervisor reads ``restart.args`` (its
+    decisions for the current series) at the next exit, the restarter reads ``restart.json``, and
+    ``state()`` reports ``restart.policy.json``. A container made without a policy saved no request to
+    run again: adding one needs a new container, so that is refused (and "never" is a no-op)."""
+    from orchestrator.errors import ContainerNotFound, RuntimeFailure
     from orchestrator.runtime.linux import restart
     cdir = str(cdir)
     rec = read_json(os.path.join(cdir, STATE))
     if rec is None:
-        from orchestrator.errors import ContainerNotFound
         raise ContainerNotFound(f"container {os.path.basename(cdir)} not found", op="update_restart",
                                 path=cdir)
     wanted = {k: v for k, v in annotations.items() if k.startswith(restart.PREFIX)}
     policy = restart.from_annotations(wanted)                  # validates
-    others = {k: v for k, v in rec.get("annotations", {}).items() if not k.startswith(restart.PREFIX)}
-    if {**others, **wanted} == rec.get("annotations", {}):
+    if not os.path.exists(os.path.join(cdir, RESTART_REQ)):
+        if policy.enabled:
+            raise RuntimeFailure(f"container {os.path.basename(cdir)} was created without a restart "
+                                 "policy; it needs a new container for one", op="update_restart", path=cdir)
         return False
-    req = read_json(os.path.join(cdir, RESTART_REQ))
-    if req is None and policy.enabled:
-        raise RuntimeFailure(f"container {os.path.basename(cdir)} was created without a restart policy; "
-                             "it needs a new container for one", op="update_restart", path=cdir)
-    if req is not None:
+    with restart_lock(cdir):
+        now = {k: v for k, v in state_annotations(cdir, None, rec).items()
+               if k.startswith(restart.PREFIX)}
+        if now == wanted:
+            return False
+        req = read_json(os.path.join(cdir, RESTART_REQ)) or {}
         spec_ann = {k: v for k, v in req["spec"].get("annotations", {}).items()
                     if not k.startswith(restart.PREFIX)}
         req["spec"]["annotations"] = {**spec_ann, **wanted}
@@ -192,8 +218,7 @@ def change_restart_policy(cdir: Path | str, annotations: dict[str, str]) -> bool
         series = int((read_json(os.path.join(cdir, RESTARTS)) or {}).get("series", 0))
         write_atomic(os.path.join(cdir, RESTART_ARGS),
                      " ".join(restart.supervisor_args(policy, series)).encode())
-    rec["annotations"] = {**others, **wanted}
-    write_json(os.path.join(cdir, STATE), rec)
+        write_json(os.path.join(cdir, RESTART_POLICY), wanted)
     return True
 
 

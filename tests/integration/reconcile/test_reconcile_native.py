@@ -196,6 +196,7 @@ def test_restart_policy_change_reaches_the_running_supervisor(session: Session,
     st = session.runtime.state(api)
     assert st.status == "stopped" and st.annotations.get("org.orchestrator.restarts") == "0"
     assert not apply(session, path, ss2).changed        # and the reconciler agrees: never is never
+    assert "org.orchestrator.restartable" not in st.annotations     # made with one: can take one again
 
 
 NET_STACK = """\

@@ -289,7 +289,19 @@ def test_policy_raised_in_place_restarts_what_it_would_not_have(runtime: Any, bu
 def test_adding_a_policy_in_place_is_refused(runtime: Any, bundles: Any) -> None:
     from orchestrator.errors import RuntimeFailure
     start(runtime, bundles, "none", ["sleep", "30"], None)
+    assert runtime.state("none").annotations[restart.RESTARTABLE] == "false"   # what the planner reads
     with pytest.raises(RuntimeFailure, match="without a restart policy"):
         runtime.update_restart("none", {restart.POLICY: "always"})
-    assert runtime.update_restart("none", {restart.POLICY: "never"}) is True    # bookkeeping only
+    assert runtime.update_restart("none", {restart.POLICY: "never"}) is False   # it never restarts
     runtime.delete("none", force=True)
+
+
+def test_policy_changed_to_never_during_a_backoff_stops_the_restart(runtime: Any, bundles: Any) -> None:
+    start(runtime, bundles, "backoff", ["sh", "-c", "exit 1"],
+          policy("always", backoff_initial="1.5", backoff_max="2"))
+    until(lambda: runtime.state("backoff").annotations.get(restart.RESTARTING) == "true")
+    assert runtime.update_restart("backoff", {restart.POLICY: "never"}) is True
+    time.sleep(2.5)                                     # past the backoff: the restarter declined
+    st = runtime.state("backoff")
+    assert st.status == Status.STOPPED and st.exit_code == 1 and restarts(runtime, "backoff") == 0
+    assert st.annotations[restart.RESTARTING] == "false" and st.annotations[restart.POLICY] == "never"

@@ -132,3 +132,26 @@ def test_a_container_from_a_spare_runs_at_the_servers_priority(runtime: Any, bun
     assert (_nice(st.pid), _nice(mon)) == (os.getpriority(os.PRIO_PROCESS, 0),) * 2
     assert _nice(spare_mon) == min(os.getpriority(os.PRIO_PROCESS, 0) + spare.NICE, 19)
     runtime.delete("prio", force=True)
+
+
+def test_a_create_does_not_wait_for_a_running_exec(runtime: Any, bundles: Any) -> None:
+    """An exec helper (a child of the fork server) lives as long as its command: it must not hold the
+    spare's request pipe, or the next create on that server would wait for the command to end."""
+    import threading
+
+    from orchestrator.runtime.linux.serverpool import ServerPool
+    runtime._servers.close()
+    runtime._servers = ServerPool(1)                    # the exec and the create on one server
+    bundle, rootfs = bundles.make(["sleep", "30"])
+    runtime.create("execd", bundle, rootfs)
+    runtime.start("execd")
+    t = threading.Thread(target=runtime.exec, args=("execd", ["sleep", "4"]), daemon=True)
+    t.start()
+    time.sleep(0.5)                                     # the exec runs
+    bundle2, rootfs2 = bundles.make(["sleep", "30"])
+    t0 = time.monotonic()
+    runtime.create("next", bundle2, rootfs2)
+    assert time.monotonic() - t0 < 2.0 and t.is_alive()
+    t.join(10)
+    for cid in ("next", "execd"):
+        runtime.delete(cid, force=True)

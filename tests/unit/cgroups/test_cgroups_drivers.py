@@ -243,9 +243,8 @@ def test_hybrid_adds_the_unified_dir_and_prefers_systemd_path(tmp_path: Path) ->
     assert driver.default_parent() == "svc/orchestrator"
     cg = driver.open("orchestrator/c1")
     assert cg.dirs()[-1] == root / "unified/orchestrator/c1"
-    assert cg._kill_file() == root / "unified/orchestrator/c1/cgroup.kill"   # what kill_all writes
-    cg.kill_all()                                           # empty cgroup: nothing to kill, done
-    assert (root / "unified/orchestrator/c1/cgroup.kill").read_text() == ""
+    cg.kill_all()                                           # empty cgroup: cgroup.kill, then done
+    assert (root / "unified/orchestrator/c1/cgroup.kill").read_text() == "1"
 
 
 def test_open_missing_and_bad_paths(tmp_path: Path) -> None:

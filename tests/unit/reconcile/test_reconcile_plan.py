@@ -86,16 +86,21 @@ def test_restart_policy_change_is_bookkeeping_update(tmp_path: Path) -> None:
     assert w.apply(ss).ok and not w.rt.ops("update") and not w.plan(ss)
 
 
-def test_adding_a_restart_policy_to_a_never_container_recreates_it(tmp_path: Path) -> None:
-    """A supervisor restarts only what was set up at create: never -> always needs a new container;
-    the way back (always -> never) is an in-place update."""
+def test_adding_a_restart_policy_the_runtime_cannot_take_recreates(tmp_path: Path) -> None:
+    """A runtime that restarts containers itself (native) says when one was made without a policy:
+    never -> always then needs a new container. Where the reconciler restarts (the fake runtime here,
+    runc), and for the way back, it is an in-place update."""
+    import dataclasses
     w = World(tmp_path)
     w.apply(sset(stack("shop", svc("api", restart=RestartPolicy("never")))))
     cid = w.running()["shop/api-1"]
     ss = sset(stack("shop", svc("api", restart=RestartPolicy("always"))))
+    assert [a.kind for a in w.plan(ss).actions if a.kind != "generation"] == ["update"]
+    st = w.rt.containers[cid]
+    w.rt.containers[cid] = dataclasses.replace(st, annotations={"org.orchestrator.restartable": "false"})
     plan = w.plan(ss)
     assert [(a.kind, a.reason) for a in plan.actions if a.kind != "generation"] == [
-        ("recreate", "restart.policy: never -> always (set up at create)")]
+        ("recreate", "restart.policy: never -> always (the runtime sets restarts up at create)")]
     assert w.apply(ss).ok and w.running()["shop/api-1"] != cid and not w.plan(ss)
     back = sset(stack("shop", svc("api", restart=RestartPolicy("never"))))
     assert [a.kind for a in w.plan(back).actions if a.kind != "generation"] == ["update"]

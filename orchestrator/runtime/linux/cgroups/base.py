@@ -145,8 +145,6 @@ class Cgroup(abc.ABC):
         does it atomically; otherwise freeze first so nothing can fork between listing and killing
         (a fork bomb would otherwise outrun us), kill each pid, then thaw so the kills are delivered."""
         deadline = time.monotonic() + timeout_s
-        if not self.pids():
-            return                  # the usual delete: the container has exited already
         kill_file = self._kill_file()
         if kill_file is not None:
             fsio.write(kill_file, "1")

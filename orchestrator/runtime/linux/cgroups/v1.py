@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -185,6 +186,7 @@ class V1Driver(CgroupDriver):
         self.unified = root / "unified" if hybrid else None
         self._cpusets_ready: set[Path] = set()     # existing cpuset levels already given cpus and mems
         self._parents_seen: set[Path] = set()      # parent levels known to exist (one mkdir saved each)
+        self._lock = threading.Lock()
 
     def cgroup(self, path: str) -> V1Cgroup:
         return V1Cgroup(cgroup_path(path), self.hier, self.unified)
@@ -204,14 +206,17 @@ class V1Driver(CgroupDriver):
         return join_parent("/")
 
     def _make_dirs(self, cg: Cgroup, created: list[Path]) -> None:
-        try:
-            self._make_dirs_once(cg, created)
-        except RuntimeFailure as exc:
-            if exc.errno != errno.ENOENT or not self._parents_seen:
-                raise
-            self._parents_seen.clear()          # a parent we knew was removed since: make it again
-            self._cpusets_ready.clear()
-            self._make_dirs_once(cg, created)
+        # one at a time: creates run in parallel threads, and a parent is recorded as known only once
+        # its cpuset is initialised (another thread would skip it and copy an empty one)
+        with self._lock:
+            try:
+                self._make_dirs_once(cg, created)
+            except RuntimeFailure as exc:
+                if exc.errno != errno.ENOENT or not self._parents_seen:
+                    raise
+                self._parents_seen.clear()          # a parent we knew was removed since: make it again
+                self._cpusets_ready.clear()
+                self._make_dirs_once(cg, created)
 
     def _make_dirs_once(self, cg: Cgroup, created: list[Path]) -> None:
         parts = cg.path.split("/")
