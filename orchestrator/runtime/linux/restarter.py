@@ -109,6 +109,7 @@ def _restart(req: dict[str, Any], ended: dict[str, Any], lock: contextlib.ExitSt
                                        "restart_delay_ms")}
     entry.update(started_at=started_at, restarted_at=now)
     statedir.write_json(os.path.join(cdir, statedir.RESTARTS), {
+        **({"policy": counts["policy"]} if "policy" in counts else {}),   # changed in place: see statedir
         "restarts": int(counts.get("restarts", 0)) + 1,
         "series": restart.series_after(policy, int(counts.get("series", 0)), finished_at - started_at),
         "last_restart": now, "oom_baseline": oom_now,

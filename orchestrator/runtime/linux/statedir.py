@@ -14,13 +14,13 @@ Layout of ``<state_dir>/<id>/``::
 With a restart policy (``restart``; written by the ``monitor`` only, except the marker)::
 
     restart.json    the monitor's create request (spec, rootfs mounts, cgroup, seccomp): a restart redoes it
-    restarts.json   {"restarts": total, "series": n, "last_restart": t, "oom_baseline": k, "history": [...]}
+    restarts.json   {"restarts": total, "series": n, "last_restart": t, "oom_baseline": k, "history": [...],
+                     "policy": {annotations} once changed in place (what ``state`` reports)}
                     history: the last exits that were followed by a restart (code, signal, OOM, times)
     restart.fifo    the exec fifo of a restart in progress (the restarter starts the init itself)
     user-stop       written by ``kill``/``delete`` BEFORE signalling: no restart from then on
     restart.args    the policy changed in place (``update_restart``): the supervisor's five decisions,
                     read at the next exit instead of its arguments; removed by the restarter
-    restart.policy.json  the policy annotations as changed in place (what ``state`` reports)
     restart.lock    flock'd by the restarter and by a change of policy (see ``restart_lock``)
     exit.json then also says {"restart_pending": bool, "restart_delay_ms": n} (and "restart_error")
 
@@ -44,7 +44,7 @@ STATE, SPEC, SECCOMP, FIFO, STARTED, EXIT = ("state.json", "spec.json", "seccomp
                                              "started.json", "exit.json")
 LOG, MONITOR_ERR = "container.log", "monitor.err"
 RESTART_REQ, RESTARTS, RESTART_FIFO, USER_STOP = "restart.json", "restarts.json", "restart.fifo", "user-stop"
-RESTART_ARGS, RESTART_POLICY, RESTART_LOCK = "restart.args", "restart.policy.json", "restart.lock"
+RESTART_ARGS, RESTART_LOCK = "restart.args", "restart.lock"
 
 
 def write_json(path: Path | str, data: dict[str, Any]) -> None:
@@ -153,17 +153,17 @@ def oom_baseline(cdir: Path | str) -> int:
 def state_annotations(cdir: Path | str, ended: dict[str, Any] | None, rec: dict[str, Any]
                       ) -> dict[str, str]:
     """What ``state()`` reports as annotations: the spec's (state.json), with the restart policy as it
-    is now (``restart.policy.json`` after a change in place) and the restart counts (keys in
+    is now (restarts.json's ``policy`` after a change in place) and the restart counts (keys in
     ``restart``); the counts only for a container made with a policy."""
     from orchestrator.runtime.linux import restart
     out = dict(rec.get("annotations", {}))
     if not os.path.exists(os.path.join(cdir, RESTART_REQ)):
         out[restart.RESTARTABLE] = "false"      # no saved request: a policy needs a new container
         return out
-    changed = read_json(os.path.join(cdir, RESTART_POLICY))
-    if changed is not None:
-        out = {**{k: v for k, v in out.items() if not k.startswith(restart.PREFIX)}, **changed}
     counts = read_json(os.path.join(cdir, RESTARTS)) or {}
+    changed = counts.get("policy")
+    if isinstance(changed, dict):
+        out = {**{k: v for k, v in out.items() if not k.startswith(restart.PREFIX)}, **changed}
     last = counts.get("last_restart")
     out.update({restart.RESTARTS: str(int(counts.get("restarts", 0))),
                 restart.LAST_RESTART: "" if last is None else f"{float(last):.6f}",
@@ -189,8 +189,8 @@ def change_restart_policy(cdir: Path | str, annotations: dict[str, str]) -> bool
     """Make the restart policy annotations (``restart.PREFIX`` keys) of a container ``annotations``'
     ones, in place; False when they already are. The running supervisor reads ``restart.args`` (its
     decisions for the current series) at the next exit, the restarter reads ``restart.json``, and
-    ``state()`` reports ``restart.policy.json``. A container made without a policy saved no request to
-    run again: adding one needs a new container, so that is refused (and "never" is a no-op)."""
+    ``state()`` reports the ``policy`` kept in restarts.json. A container made without a policy saved
+    no request to run again: adding one needs a new container, so that is refused ("never": no-op)."""
     from orchestrator.errors import ContainerNotFound, RuntimeFailure
     from orchestrator.runtime.linux import restart
     cdir = str(cdir)
@@ -218,7 +218,10 @@ def change_restart_policy(cdir: Path | str, annotations: dict[str, str]) -> bool
         series = int((read_json(os.path.join(cdir, RESTARTS)) or {}).get("series", 0))
         write_atomic(os.path.join(cdir, RESTART_ARGS),
                      " ".join(restart.supervisor_args(policy, series)).encode())
-        write_json(os.path.join(cdir, RESTART_POLICY), wanted)
+        # with the counts, which state() reads anyway; the restarter, which rewrites them, holds the lock
+        # and keeps the key
+        counts = read_json(os.path.join(cdir, RESTARTS)) or {}
+        write_json(os.path.join(cdir, RESTARTS), {**counts, "policy": wanted})
     return True
 
 

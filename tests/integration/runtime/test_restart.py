@@ -284,6 +284,7 @@ def test_policy_raised_in_place_restarts_what_it_would_not_have(runtime: Any, bu
     runtime.update_restart("raise", {restart.POLICY: "always", restart.BACKOFF_INITIAL: "0.05"})
     until(lambda: restarts(runtime, "raise") >= 1)           # a clean exit, restarted under always
     assert not (runtime.state_dir / "raise" / statedir.RESTART_ARGS).exists()   # the restarter's now
+    assert runtime.state("raise").annotations[restart.POLICY] == "always"       # kept across restarts
 
 
 def test_adding_a_policy_in_place_is_refused(runtime: Any, bundles: Any) -> None:
