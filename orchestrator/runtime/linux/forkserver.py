@@ -30,6 +30,7 @@ import fcntl
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -44,6 +45,8 @@ if TYPE_CHECKING:     # the server imports it in serve(); the API process (ForkS
     from orchestrator.runtime.linux.spare import Spare
 
 _MAX_MSG = 4 << 20
+SPARES = 2                 # warm spares per server (``spare``)
+IDLE_REFILL_S = 0.005      # how long to be idle before making one while another is left
 
 
 def sealed_interpreter() -> int:
@@ -146,11 +149,12 @@ def _create(req: dict[str, Any], fds: list[int], sock: socket.socket, raw: bytes
             spares: list[Spare]) -> dict[str, Any]:
     from orchestrator.runtime.linux import spare
     if spares and spare.usable(req):
-        ready = spares.pop()
+        ready = spares.pop(0)             # the oldest: its set-up is surely done
+        ends = (ready.req_w, ready.report_r)
         try:
             reply = spare.hand_over(ready, raw)
         finally:
-            _SERVER_ONLY.clear()          # closed by hand_over
+            _SERVER_ONLY.difference_update(ends)      # closed by hand_over
         if reply is not None:
             return reply
     if req.get("files"):
@@ -212,7 +216,7 @@ def serve(sock: socket.socket) -> None:
     # monitors are our children until we exit: reap each as soon as it ends (recv is retried, PEP 475)
     signal.signal(signal.SIGCHLD, lambda _sig, _frame: _reap())
     from orchestrator.runtime.linux import spare
-    spares: list[Spare] = []        # at most one, made while we wait for the next request
+    spares: list[Spare] = []        # up to SPARES, made while we wait for the next request
     try:
         _serve(sock, spares)
     finally:
@@ -220,13 +224,34 @@ def serve(sock: socket.socket) -> None:
             spare.discard(s)
 
 
-def _serve(sock: socket.socket, spares: list[Spare]) -> None:
+def _readable(sock: socket.socket, timeout_s: float) -> bool:
+    try:
+        return bool(select.select([sock], [], [], timeout_s)[0])
+    except OSError:
+        return True
+
+
+def _add_spare(sock: socket.socket, spares: list[Spare]) -> bool:
     from orchestrator.runtime.linux import spare
+    try:
+        made = spare.fork(lambda body: _in_child(sock, body))
+    except OSError:                  # no spare (EAGAIN, ENOMEM): the ordinary path
+        return False
+    spares.append(made)
+    _SERVER_ONLY.update((made.req_w, made.report_r))
+    return True
+
+
+def _serve(sock: socket.socket, spares: list[Spare]) -> None:
+    for _ in range(SPARES):                  # at start: all of them
+        if not _add_spare(sock, spares):
+            break
     while True:
-        if not spares:
-            with contextlib.suppress(OSError):      # no spare (EAGAIN, ENOMEM): the ordinary path
-                spares.append(spare.fork(lambda body: _in_child(sock, body)))
-                _SERVER_ONLY.update((spares[-1].req_w, spares[-1].report_r))
+        # after a create: with none left at once; otherwise once we have been idle a moment, so the
+        # fork does not compete for the CPU with the caller going on with the container just made
+        while len(spares) < SPARES and (not spares or not _readable(sock, IDLE_REFILL_S)):
+            if not _add_spare(sock, spares):
+                break
         try:
             data, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MSG, 8)
         except (ConnectionError, OSError):

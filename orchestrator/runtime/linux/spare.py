@@ -1,4 +1,4 @@
-"""A container monitor and init forked ahead of the next ``create`` (a warm spare, one per fork server).
+"""A container monitor and init forked ahead of a ``create`` (warm spares, two per fork server).
 
 Forking the fork server (a Python process of ~20 MB) costs ~1.5 ms on these machines, forking the
 monitor again for the init ~2 ms, and creating network, IPC and UTS namespaces ~0.5 ms: most of a
@@ -16,7 +16,9 @@ container start. None of it depends on the request, so the ``forkserver`` does i
   and the error reports are the ordinary path's. The mount namespace is not made ahead: a copy of the
   host's mount table taken before the request could miss a mount made since (a bind source).
 
-The server forks a new spare after answering, off the start path. When the server goes away the spare
+The server replaces a used spare after answering: at once when none is left, otherwise once it has been
+idle for a few milliseconds (``forkserver.SPARES``, ``IDLE_REFILL_S``), so the fork does not compete
+with the caller going on with the container just made. When the server goes away the spare
 monitor reads EOF, closes the init's channel (the init reads EOF and exits) and reaps it; ``discard``
 waits for that, so nothing outlives the server.
 

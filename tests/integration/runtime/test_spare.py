@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.runtime.linux import spare
+from orchestrator.runtime.linux import forkserver, spare
 from orchestrator.runtime.linux.forkserver import ForkServer
 
 pytestmark = pytest.mark.root
@@ -66,9 +66,14 @@ def test_spare_is_made_ahead_in_its_own_namespaces_and_goes_away_with_the_server
             assert _ns(init, kind) != _ns(os.getpid(), kind)
         assert _ns(init, "mnt") == _ns(os.getpid(), "mnt")          # never ahead (see spare's docstring)
         assert int(_status(mon, "SigBlk"), 16) & (1 << 14)                # SIGTERM blocked: a monitor
+        deadline = time.monotonic() + 5
+        while len(_children(server.pid)) < forkserver.SPARES and time.monotonic() < deadline:
+            time.sleep(0.01)
+        every = [p for m in _children(server.pid) for p in (m, *_children(m))]
+        assert len(_children(server.pid)) == forkserver.SPARES
     finally:
         server.close()
-    for pid in (mon, init):
+    for pid in {mon, init, *every}:
         assert not os.path.exists(f"/proc/{pid}"), f"spare process {pid} outlived the fork server"
 
 
