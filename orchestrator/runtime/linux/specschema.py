@@ -77,15 +77,29 @@ def _seccomp_messages_once(schema_dir: Path, canonical: str) -> tuple[tuple[str,
     return tuple(_messages(_build_validators(schema_dir)[1], json.loads(canonical), ("linux", "seccomp")))
 
 
+def _quick(schema_dir: Path) -> Any:
+    with _lock:
+        return _quick_once(schema_dir)
+
+
+@functools.lru_cache(maxsize=4)
+def _quick_once(schema_dir: Path) -> Any:
+    from orchestrator.runtime.linux.quickcheck import compile_schema
+    return compile_schema(_build_validators(schema_dir)[0].schema)
+
+
 def errors(spec: dict[str, Any], schema_dir: Path) -> list[str]:
-    """Every schema violation, as ``json.path: message`` lines, sorted by path."""
+    """Every schema violation, as ``json.path: message`` lines, sorted by path. A spec that
+    ``quickcheck`` finds certainly valid skips jsonschema (~0.6 ms of every container start)."""
     whole, _ = _validators(schema_dir)
+    quick = _quick(schema_dir)
     linux = spec.get("linux")
     found: list[tuple[str, str]] = []
     if isinstance(linux, dict) and isinstance(linux.get("seccomp"), dict):
         rest = {**spec, "linux": {k: v for k, v in linux.items() if k != "seccomp"}}
         found += _seccomp_messages(schema_dir, json.dumps(linux["seccomp"], sort_keys=True))
-        found += _messages(whole, rest)
-    else:
+        if not quick(rest):
+            found += _messages(whole, rest)
+    elif not quick(spec):
         found += _messages(whole, spec)
     return [f"{where}: {message}" for where, message in sorted(found)]
