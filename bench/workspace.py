@@ -117,6 +117,9 @@ class Workspace:
         self.peer_cgroup = f"orchestrator-bench-peer-{self.tag}"
         self._mounts: list[Path] = []
         self._cleanups: list[Any] = []
+        # the CLI's containers live under the default parent cgroup "orchestrator": removed on close
+        # when this run made it (and it is empty by then)
+        self._made_default_parent = not any(Path("/sys/fs/cgroup").glob("*/orchestrator"))
         self.images_dir = self.dir / "img"
         compile_bytecode()
         run([sys.executable, str(REPO / "scripts" / "build_images.py"), str(self.images_dir)],
@@ -166,6 +169,8 @@ class Workspace:
             subprocess.run(["umount", str(m)], check=False)
         remove_cgroup_tree(self.cgroup_parent)
         remove_cgroup_tree(self.peer_cgroup)
+        if self._made_default_parent:
+            remove_cgroup_tree("orchestrator", wait_s=0.5)
         # a supervisor that was just killed (conmon, ours) may still write its exit file: retry a little
         for _ in range(20):
             shutil.rmtree(self.dir, ignore_errors=True)
