@@ -225,8 +225,10 @@ def serve(sock: socket.socket) -> None:
 
 
 def _readable(sock: socket.socket, timeout_s: float) -> bool:
+    poller = select.poll()              # not select(): our socket's number may be above FD_SETSIZE
+    poller.register(sock.fileno(), select.POLLIN)
     try:
-        return bool(select.select([sock], [], [], timeout_s)[0])
+        return bool(poller.poll(timeout_s * 1000))
     except OSError:
         return True
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 Check = Callable[[Any], bool]
+DRAFT4 = "http://json-schema.org/draft-04/schema#"
 
 _KNOWN = frozenset({"type", "properties", "required", "items", "enum", "pattern", "minimum", "maximum",
                     "minItems", "allOf", "anyOf", "patternProperties", "additionalProperties",
@@ -69,6 +70,8 @@ def compile_schema(schema: Any) -> Check:
         return lambda _v: True
     if not isinstance(schema, dict) or not set(schema) <= _KNOWN:
         return _never
+    if schema.get("$schema", DRAFT4) != DRAFT4:
+        return _never                        # another dialect (jsonschema switches per subschema)
     checks: list[Check] = []
     if "type" in schema:
         t = schema["type"]
@@ -86,7 +89,9 @@ def compile_schema(schema: Any) -> Check:
         high = schema["maximum"]
         checks.append(lambda v: not _is_number(v) or v <= high)
     if "minItems" in schema:
-        least = int(schema["minItems"])
+        least = schema["minItems"]
+        if not isinstance(least, int) or isinstance(least, bool):
+            return _never
         checks.append(lambda v: not isinstance(v, list) or len(v) >= least)
     if "items" in schema:
         if not isinstance(schema["items"], dict):
@@ -94,6 +99,8 @@ def compile_schema(schema: Any) -> Check:
         item = compile_schema(schema["items"])
         checks.append(lambda v: not isinstance(v, list) or all(item(x) for x in v))
     if "required" in schema:
+        if not isinstance(schema["required"], list):
+            return _never                    # draft 3's boolean form
         names = list(schema["required"])
         checks.append(lambda v: not isinstance(v, dict) or all(n in v for n in names))
     props = {k: compile_schema(s) for k, s in schema.get("properties", {}).items()}

@@ -73,7 +73,12 @@ def fork(in_child: Any) -> Spare:
     its init back the server's priority, or, when it may not (no CAP_SYS_NICE), declines the request."""
     base = os.getpriority(os.PRIO_PROCESS, 0)
     req_r, req_w = os.pipe2(os.O_CLOEXEC)
-    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    except OSError:
+        os.close(req_r)
+        os.close(req_w)
+        raise
     try:
         pid = os.fork()
     except OSError:

@@ -128,3 +128,14 @@ def test_never_valid_where_jsonschema_is_not(edits: list[tuple[tuple[Any, ...], 
 
 def test_schema_files_are_the_vendored_ones() -> None:
     assert (Path(SCHEMA_DIR) / "config-schema.json").exists()
+
+
+@pytest.mark.parametrize("schema, value", [
+    ({"minItems": 1.5}, [0]),                                     # not an integer: not modelled
+    ({"$schema": "http://json-schema.org/draft-03/schema#", "type": "integer"}, 1),   # another dialect
+    ({"required": True}, {}),                                     # draft 3's boolean required
+    ({"items": [{"type": "string"}]}, ["a"]),                     # the tuple form of items
+    ({"exclusiveMinimum": True, "minimum": 1}, 2),                # unknown keyword
+])
+def test_what_it_does_not_model_is_never_valid(schema: dict[str, Any], value: Any) -> None:
+    assert quickcheck.compile_schema(schema)(value) is False
