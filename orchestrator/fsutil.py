@@ -1,4 +1,5 @@
-"""Filesystem helpers shared by every layer: today one, ``write_atomic`` (write a temp file, rename it).
+"""Filesystem helpers shared by every layer: ``write_atomic`` (write a temp file, rename it) and
+``read_if_present`` (a whole small file through a plain descriptor, None when it is not there).
 
 It imports nothing from the rest of ``orchestrator`` so that any package (manifest excepted, which never
 writes) may use it under the import-linter contracts; callers translate ``OSError`` into their own typed
@@ -39,3 +40,25 @@ def write_atomic(path: Path | str, data: bytes, *, mode: int = 0o600, fsync: boo
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+_GONE: tuple[type[OSError], ...] = (FileNotFoundError, NotADirectoryError)
+
+
+def read_if_present(path: Path | str, gone: tuple[type[OSError], ...] = _GONE) -> bytes | None:
+    """The whole file, or None when opening or reading it raises one of ``gone``; other errors are the
+    caller's. No file object: state and cgroup files are read by the thousand on every reconcile pass,
+    and ``open()`` cost most of that."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except gone:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except gone:
+        return None
+    finally:
+        os.close(fd)

@@ -30,16 +30,21 @@ IN_PLACE_FIELDS = frozenset({"resources", "replicas", "restart", "healthcheck", 
                              "labels", "stop_signal", "stop_grace_period_s", "source", "name"})
 
 
-# dataclass type -> its compared field names, looked up by exact type (dataclasses.fields and
-# is_dataclass on every value were most of the cost of hashing 500 services)
-_NAMES: dict[type, tuple[str, ...]] = {}
+# type -> its compared field names (None: not a dataclass), looked up by exact type: dataclasses.fields
+# and is_dataclass on every value were most of the cost of hashing and snapshotting 500 services
+_NAMES: dict[type, tuple[str, ...] | None] = {}
 
 
-def _names(cls: type) -> tuple[str, ...] | None:
-    names = _NAMES.get(cls)
-    if names is None and dataclasses.is_dataclass(cls):
-        names = _NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls) if f.compare)
-    return names
+def compared_fields(cls: type) -> tuple[str, ...] | None:
+    """The field names of a model dataclass type that make up its value (``compare=True``: source
+    locations are left out), None for any other type. Cached; shared with ``state.canonical``."""
+    try:
+        return _NAMES[cls]
+    except KeyError:
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.compare) \
+            if dataclasses.is_dataclass(cls) else None
+        _NAMES[cls] = names
+        return names
 
 
 def canonical(value: Any) -> Any:
@@ -49,7 +54,7 @@ def canonical(value: Any) -> Any:
         return value
     if cls is tuple or cls is list:
         return [canonical(v) for v in value]
-    names = _names(cls)
+    names = compared_fields(cls)
     if names is not None:
         return {n: canonical(getattr(value, n)) for n in names}
     if isinstance(value, tuple | list):
@@ -75,7 +80,7 @@ def _networks(stack: Stack, service: Service) -> list[Any]:
 
 def spec_hash(stack: Stack, service: Service) -> str:
     """sha256 hex of the recreate-relevant definition of ``service`` (as a member of ``stack``)."""
-    fields = {n: canonical(getattr(service, n)) for n in _names(Service) or ()
+    fields = {n: canonical(getattr(service, n)) for n in compared_fields(Service) or ()
               if n not in IN_PLACE_FIELDS}
     return _digest({"version": HASH_VERSION, "stack": stack.name, "service": fields,
                     "networks": _networks(stack, service)})

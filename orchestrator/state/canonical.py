@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any, TypeVar
 
+from orchestrator.manifest.hashing import compared_fields
 from orchestrator.manifest.model import Service, Stack
 
 # fields of Service applied without a recreate (cgroup writes or our own bookkeeping)
@@ -32,26 +33,7 @@ CONFIG_FIELDS = ("restart", "healthcheck", "depends_on", "update", "labels")
 T = TypeVar("T")
 
 
-@cache
-def _field_names(cls: type) -> tuple[str, ...]:
-    # source locations are not part of the value (compare=False in the model)
-    return tuple(f.name for f in dataclasses.fields(cls) if f.compare)
-
-
-# type -> its compared field names (None: not a dataclass). Looked up by exact type: a pass converts
-# ~80 values per service, and dataclasses.is_dataclass on each was most of a no-op apply's desired state.
-_NAMES: dict[type, tuple[str, ...] | None] = {}
 _SCALARS = (str, int, float, bool, type(None))
-
-
-def model_fields(cls: type) -> tuple[str, ...] | None:
-    """The compared field names of a model dataclass type, None for any other type (cached)."""
-    try:
-        return _NAMES[cls]
-    except KeyError:
-        names = _field_names(cls) if dataclasses.is_dataclass(cls) else None
-        _NAMES[cls] = names
-        return names
 
 
 def to_plain(value: Any) -> Any:
@@ -61,7 +43,7 @@ def to_plain(value: Any) -> Any:
         return value
     if cls is tuple or cls is list:
         return [to_plain(v) for v in value]
-    names = model_fields(cls)
+    names = compared_fields(cls)
     if names is not None:
         return {n: to_plain(getattr(value, n)) for n in names}
     if isinstance(value, tuple | list):
@@ -103,7 +85,7 @@ def _build(tp: Any, data: Any) -> Any:
         return None
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         hints = _hints(tp)
-        return tp(**{n: _build(hints[n], data[n]) for n in _field_names(tp) if n in data})
+        return tp(**{n: _build(hints[n], data[n]) for n in compared_fields(tp) or () if n in data})
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(tp) if a is not type(None)]

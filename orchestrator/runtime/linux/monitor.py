@@ -92,10 +92,7 @@ def _join_cgroup(req: dict[str, Any], pid: int) -> None:
     """Move ``pid`` into the container's cgroup: the cgroup.procs file of each of ``cgroup_dirs`` (listed
     by ``LinuxRuntime.create``, and kept in restart.json for restarts: importing the cgroup drivers
     costs ~100 ms in the restarter, detecting the layout again ~2 ms here)."""
-    if not req.get("cgroup_dirs"):
-        init.join_cgroup(req, pid)
-        return
-    for d in req["cgroup_dirs"]:
+    for d in req.get("cgroup_dirs", ()):
         path = os.path.join(d, "cgroup.procs")
         try:
             with open(path, "w") as f:
@@ -103,15 +100,6 @@ def _join_cgroup(req: dict[str, Any], pid: int) -> None:
         except OSError as exc:
             raise RuntimeFailure(f"cannot move the init into its cgroup: {exc.strerror}", op="write",
                                  path=path, errno=exc.errno or 0) from exc
-
-
-def _cgroup_dirs(req: dict[str, Any]) -> list[str]:
-    if not req.get("cgroup"):
-        return []
-    from pathlib import Path
-
-    from orchestrator.runtime.linux.cgroups import open_driver
-    return [str(d) for d in open_driver(Path(req["cgroup"]["root"])).open(req["cgroup"]["path"]).dirs()]
 
 
 def _setup(chan: socket.socket, req: dict[str, Any], init_pid: int) -> int:
@@ -255,23 +243,24 @@ def _restarter_argv(req: dict[str, Any], exe: str = f"/proc/self/fd/{EXE_FD}") -
             req["state_dir"]]
 
 
-def _spawn(req: dict[str, Any], close_in_child: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """Fork the container init and serve its set-up; returns (init pid, stdout, stderr, SIGCHLD wake fd).
-    Our fd 0 must already be /dev/null (it is the init's stdin)."""
+Fork = tuple[int, int, int, int, socket.socket]     # child pid, stdout, stderr, SIGCHLD wake fd, channel
+
+
+def fork_init(body: Callable[[socket.socket, tuple[int, int, int]], NoReturn],
+              close_in_child: tuple[int, ...], msg_max: int = 0) -> Fork:
+    """Fork a child running ``body(channel, stdio)`` (stage 1, the init, or a spare init): its stdout
+    and stderr pipes, a SOCK_SEQPACKET channel to it (``msg_max``: room for one message that large),
+    and our SIGCHLD wake-up pipe. Namespaces for our children are the caller's to set up first. Our
+    fd 0 must already be /dev/null (it is the init's stdin)."""
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda _s, _f: None)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    plan = namespace_plan(req["spec"])
-    direct = not plan.new_user and all(flag != sc.CLONE_NEWUSER for flag, _ in plan.joins)
-    if direct:        # no user namespace: no stage 1 needed, our next child is the init (PID 1)
-        for flag, path in plan.joins:
-            if flag == sc.CLONE_NEWPID:
-                init._setns(path, flag)
-        if plan.new_flags & sc.CLONE_NEWPID:
-            sc.unshare(sc.CLONE_NEWPID)
+    if msg_max:
+        for s in (mine, theirs):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, msg_max)
     pid = os.fork()
     if pid == 0:
         mine.close()
@@ -280,23 +269,50 @@ def _spawn(req: dict[str, Any], close_in_child: tuple[int, ...]) -> tuple[int, i
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())    # ours blocks SIGTERM; the container's must not
-        (init.direct if direct else init.stage1)(req, theirs, (0, out_w, err_w))
+        body(theirs, (0, out_w, err_w))
     theirs.close()
     for fd in (out_w, err_w):
         os.close(fd)
+    return pid, out_r, err_r, wake_r, mine
+
+
+def finish_setup(req: dict[str, Any], pid: int, chan: socket.socket, *, direct: bool,
+                 request: bytes = b"") -> int:
+    """Serve the child's set-up to its end; returns the init's pid. ``request``: sent to the child
+    first (a spare init waits for it). ``direct``: the child is the init itself, so we start its
+    cgroup move (an RCU grace period) while it mounts. On any failure the child and whatever it
+    forked are killed."""
     try:
-        if direct:    # start the cgroup move (an RCU grace period) while the init mounts
+        if request:
+            with contextlib.suppress(BrokenPipeError):   # it failed ahead: its report is queued
+                chan.send(request)
+        if direct:
             _join_cgroup(req, pid)
-            with contextlib.suppress(BrokenPipeError):
-                mine.send(b"cgroup")
-        init_pid = _setup(mine, req, pid if direct else 0)
+            with contextlib.suppress(BrokenPipeError):   # the init failed already; its report is queued
+                chan.send(b"cgroup")
+        return _setup(chan, req, pid if direct else 0)
     except BaseException:
         for p in {pid, *_children()}:
             _kill(p)
         raise
     finally:
-        mine.close()
-    return init_pid, out_r, err_r, wake_r
+        chan.close()
+
+
+def _spawn(req: dict[str, Any], close_in_child: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Fork the container init and serve its set-up; returns (init pid, stdout, stderr, SIGCHLD wake fd).
+    Our fd 0 must already be /dev/null (it is the init's stdin)."""
+    plan = namespace_plan(req["spec"])
+    direct = not plan.new_user and all(flag != sc.CLONE_NEWUSER for flag, _ in plan.joins)
+    if direct:        # no user namespace: no stage 1 needed, our next child is the init (PID 1)
+        for flag, path in plan.joins:
+            if flag == sc.CLONE_NEWPID:
+                init._setns(path, flag)
+        if plan.new_flags & sc.CLONE_NEWPID:
+            sc.unshare(sc.CLONE_NEWPID)
+    first = init.direct if direct else init.stage1
+    pid, out_r, err_r, wake_r, chan = fork_init(lambda ch, stdio: first(req, ch, stdio), close_in_child)
+    return finish_setup(req, pid, chan, direct=direct), out_r, err_r, wake_r
 
 
 def _redirect_stdio(state_dir: str) -> None:
@@ -327,8 +343,7 @@ def serve(req: dict[str, Any], report_fd: int, spawn: Spawn) -> None:
     report to the fork server, then supervise (or exec the C supervisor)."""
     if restart.from_annotations(req["spec"].get("annotations", {})).enabled:   # also validates it
         statedir.write_json(os.path.join(req["state_dir"], statedir.RESTART_REQ),
-                            {**{k: v for k, v in req.items() if k != "files_payload"},
-                             "cgroup_dirs": req.get("cgroup_dirs") or _cgroup_dirs(req)})
+                            {k: v for k, v in req.items() if k != "files_payload"})
         if req.get("files_payload") is not None:
             req["files_fd"] = _keep_payload(req["files_payload"])
     init_pid, out_r, err_r, wake_r = spawn(req)
@@ -375,7 +390,7 @@ def _supervise_or_exec(req: dict[str, Any], init_pid: int, out_r: int, err_r: in
         statedir.write_json(os.path.join(req["state_dir"], statedir.EXIT), record)
         return
     from orchestrator.runtime.linux import restarter  # imports us: only here, never at the top
-    restarter.after_exit(req, record, _restarter_argv(req, "/proc/self/exe"))
+    restarter.after_exit(now, record, _restarter_argv(req, "/proc/self/exe"))
 
 
 def _children() -> tuple[int, ...]:

@@ -157,10 +157,10 @@ def restart_from(cdir: str) -> NoReturn:
 def after_exit(req: dict[str, Any], ended: dict[str, Any], argv: list[str]) -> None:
     """The Python supervisor's counterpart of the C one: record the exit (saying whether a restart
     follows, in the same write, so ``wait`` never sees a final-looking exit before a restart), wait out
-    the backoff, exec ``argv`` (the restarter)."""
+    the backoff, exec ``argv`` (the restarter). ``req``: the request as restart.json has it now (a
+    policy changed in place included)."""
     cdir = req["state_dir"]
-    now = statedir.read_json(os.path.join(cdir, statedir.RESTART_REQ)) or req    # changed in place?
-    policy = restart.from_annotations(now["spec"].get("annotations", {}))
+    policy = restart.from_annotations(req["spec"].get("annotations", {}))
     counts = statedir.read_json(os.path.join(cdir, statedir.RESTARTS)) or {}
     started_at = float((statedir.read_json(os.path.join(cdir, statedir.STARTED)) or {}).get("started_at", 0))
     uptime = float(ended["finished_at"]) - started_at if started_at else 0.0

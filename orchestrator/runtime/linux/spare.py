@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import struct
 from dataclasses import dataclass
@@ -211,46 +210,15 @@ def _ready(ahead: _Init, base_nice: int) -> bool:
 
 
 def _fork_init(close_in_child: tuple[int, ...]) -> _Init:
-    """``monitor._spawn``'s first half for a request not known yet (pid namespace, stdio, channel)."""
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda _s, _f: None)
-    out_r, out_w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    for s in (mine, theirs):                 # the request is one message
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _MAX_MSG)
+    """``monitor._spawn``'s first half for a request not known yet: our children's pid namespace, then
+    the init (its channel has room for the request as one message)."""
     sc.unshare(sc.CLONE_NEWPID)              # for our children: the init will be PID 1
-    pid = os.fork()
-    if pid == 0:
-        mine.close()
-        for fd in (out_r, err_r, wake_r, wake_w, *close_in_child):
-            os.close(fd)
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())    # ours blocks SIGTERM; the container's must not
-        _init_main(theirs, (0, out_w, err_w))
-    theirs.close()
-    for fd in (out_w, err_w):
-        os.close(fd)
-    return _Init(pid, out_r, err_r, wake_r, mine)
+    return _Init(*monitor.fork_init(_init_main, close_in_child, _MAX_MSG))
 
 
 def _spawn(req: dict[str, Any], raw: bytes, ahead: _Init) -> tuple[int, int, int, int]:
-    """``monitor._spawn``'s second half: the request to the init, its cgroup, then the set-up protocol."""
-    try:
-        with contextlib.suppress(BrokenPipeError):   # the init failed ahead: its report is queued
-            ahead.chan.send(raw)
-        monitor._join_cgroup(req, ahead.pid)        # while the init mounts (an RCU grace period)
-        with contextlib.suppress(BrokenPipeError):
-            ahead.chan.send(b"cgroup")
-        init_pid = monitor._setup(ahead.chan, req, ahead.pid)
-    except BaseException:
-        for p in {ahead.pid, *monitor._children()}:
-            monitor._kill(p)
-        raise
-    finally:
-        ahead.chan.close()
+    """``monitor._spawn``'s second half: the request to the init, then its cgroup and set-up."""
+    init_pid = monitor.finish_setup(req, ahead.pid, ahead.chan, direct=True, request=raw)
     return init_pid, ahead.out_r, ahead.err_r, ahead.wake_r
 
 

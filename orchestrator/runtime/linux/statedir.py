@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from orchestrator.fsutil import write_atomic
+from orchestrator.fsutil import read_if_present, write_atomic
 from orchestrator.runtime.base import LogLine
 
 STATE, SPEC, SECCOMP, FIFO, STARTED, EXIT = ("state.json", "spec.json", "seccomp.bpf", "exec.fifo",
@@ -56,24 +56,8 @@ def write_json(path: Path | str, data: dict[str, Any]) -> None:
 
 
 def _slurp(path: Path | str) -> bytes | None:
-    """The whole file, or None when it (or its directory) is gone. Plain descriptors, no file object:
-    a pass over 500 containers reads ~2000 small files, and ``open()`` cost most of that."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError, ProcessLookupError):
-        return None
-    try:
-        data = os.read(fd, 65536)
-        if len(data) == 65536:
-            chunks = [data]
-            while chunk := os.read(fd, 65536):
-                chunks.append(chunk)
-            data = b"".join(chunks)
-        return data
-    except ProcessLookupError:          # /proc/PID of a process that exited meanwhile
-        return None
-    finally:
-        os.close(fd)
+    """The whole file, or None when it (or its directory, or the process of a /proc path) is gone."""
+    return read_if_present(path, (FileNotFoundError, NotADirectoryError, ProcessLookupError))
 
 
 def read_json(path: Path | str) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from orchestrator.errors import RuntimeFailure, TransientRuntimeError
+from orchestrator.fsutil import read_if_present
 
 
 def write(path: Path, value: str) -> None:
@@ -41,25 +42,13 @@ def read(path: Path) -> str:
 
 
 def read_optional(path: Path | str) -> str | None:
-    """The file's text, or None when the controller or kernel does not offer it. A plain descriptor
-    (no file object): a delete reads cgroup.procs in every hierarchy, twice."""
+    """The file's text, or None when the controller or kernel does not offer it."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+        data = read_if_present(path)
     except OSError as exc:
         raise RuntimeFailure(f"cannot read cgroup file {path}: {exc.strerror}",
                              op="cgroup read", path=str(path), errno=exc.errno or 0) from exc
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-    except OSError as exc:
-        raise RuntimeFailure(f"cannot read cgroup file {path}: {exc.strerror}",
-                             op="cgroup read", path=str(path), errno=exc.errno or 0) from exc
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode(errors="replace")
+    return None if data is None else data.decode(errors="replace")
 
 
 def read_int(path: Path, default: int = 0) -> int:
