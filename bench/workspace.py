@@ -33,44 +33,18 @@ from orchestrator.runtime.base import Mount
 from orchestrator.runtime.linux import seccomp_profiles
 
 REPO = Path(__file__).resolve().parent.parent
-CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+# the runtime tests' spec (pid/net/ipc/uts/mount/cgroup namespaces, three capabilities, rlimits,
+# masked and read-only paths), so benchmarks and tests run the same container
+sys.path.insert(0, str(REPO / "tests"))
+from rootfs_kit import BASE_SPEC  # noqa: E402
 
-BASE_SPEC: dict[str, Any] = {
-    "ociVersion": "1.0.2",
-    "process": {
-        "terminal": False, "user": {"uid": 0, "gid": 0}, "args": ["true"],
-        "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "cwd": "/",
-        "capabilities": {k: list(CAPS) for k in ("bounding", "effective", "permitted")},
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-        "noNewPrivileges": True,
-    },
-    "root": {"path": "rootfs", "readonly": False},
-    "hostname": "bench",
-    "mounts": [
-        {"destination": "/proc", "type": "proc", "source": "proc"},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-         "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-         "options": ["nosuid", "noexec", "nodev", "ro"]},
-    ],
-    "linux": {
-        "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
-        "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware",
-                        "/proc/scsi"],
-        "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-    },
-}
+CAPS = list(BASE_SPEC["process"]["capabilities"]["bounding"])
 
 
 def spec(args: list[str], *, cgroups_path: str = "") -> dict[str, Any]:
     s = copy.deepcopy(BASE_SPEC)
     s["process"]["args"] = args
+    s["hostname"] = "bench"
     s["linux"]["seccomp"] = seccomp_profiles.profile_to_oci(seccomp_profiles.default_profile(), CAPS)
     if cgroups_path:
         s["linux"]["cgroupsPath"] = cgroups_path

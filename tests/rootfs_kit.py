@@ -1,7 +1,8 @@
-"""A busybox root filesystem for real-kernel tests: static busybox, every applet linked, passwd/group.
+"""A busybox root filesystem for real-kernel tests: static busybox, every applet linked, passwd/group;
+and the OCI runtime spec the runtime tests and the start benchmarks run on it (``BASE_SPEC``).
 
 Shared by the runtime and escape suites (importable from any test: pytest puts ``tests/`` on sys.path
-for the top-level conftest).
+for the top-level conftest) and by ``bench/workspace.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 BUSYBOX = Path("/bin/busybox")
 DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc", "tmp", "root")
@@ -31,3 +33,37 @@ def build_busybox_rootfs(dest: Path, extra_dirs: Sequence[str] = ()) -> Path:
     (dest / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
     (dest / "tmp").chmod(0o1777)
     return dest
+
+
+BASE_SPEC: dict[str, Any] = {
+    "ociVersion": "1.0.2",
+    "process": {
+        "terminal": False, "user": {"uid": 0, "gid": 0}, "args": ["true"],
+        "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "cwd": "/",
+        "capabilities": {k: ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+                         for k in ("bounding", "effective", "permitted")},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+        "noNewPrivileges": True,
+    },
+    "root": {"path": "rootfs", "readonly": False},
+    "hostname": "ctr",
+    "mounts": [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+    ],
+    "linux": {
+        "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
+        "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware",
+                        "/proc/scsi"],
+        "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+    },
+}

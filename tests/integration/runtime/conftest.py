@@ -25,38 +25,7 @@ def build_busybox_rootfs(dest: Path) -> Path:
     return rootfs_kit.build_busybox_rootfs(dest, extra_dirs=("var/log",))
 
 
-BASE_SPEC: dict[str, Any] = {
-    "ociVersion": "1.0.2",
-    "process": {
-        "terminal": False, "user": {"uid": 0, "gid": 0}, "args": ["true"],
-        "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "cwd": "/",
-        "capabilities": {k: ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-                         for k in ("bounding", "effective", "permitted")},
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-        "noNewPrivileges": True,
-    },
-    "root": {"path": "rootfs", "readonly": False},
-    "hostname": "ctr",
-    "mounts": [
-        {"destination": "/proc", "type": "proc", "source": "proc"},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-         "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-         "options": ["nosuid", "noexec", "nodev", "ro"]},
-    ],
-    "linux": {
-        "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
-        "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware",
-                        "/proc/scsi"],
-        "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-    },
-}
+BASE_SPEC = rootfs_kit.BASE_SPEC
 
 
 @pytest.fixture(scope="session")
