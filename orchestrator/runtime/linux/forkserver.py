@@ -150,7 +150,7 @@ def _create(req: dict[str, Any], fds: list[int], sock: socket.socket, raw: bytes
     from orchestrator.runtime.linux import spare
     if spares and spare.usable(req):
         ready = spares.pop(0)             # the oldest: its set-up is surely done
-        ends = (ready.req_w, ready.report_r)
+        ends = ready.ends()
         try:
             reply = spare.hand_over(ready, raw)
         finally:
@@ -240,7 +240,7 @@ def _add_spare(sock: socket.socket, spares: list[Spare]) -> bool:
     except OSError:                  # no spare (EAGAIN, ENOMEM): the ordinary path
         return False
     spares.append(made)
-    _SERVER_ONLY.update((made.req_w, made.report_r))
+    _SERVER_ONLY.update(made.ends())
     return True
 
 

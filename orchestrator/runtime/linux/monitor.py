@@ -247,20 +247,17 @@ Fork = tuple[int, int, int, int, socket.socket]     # child pid, stdout, stderr,
 
 
 def fork_init(body: Callable[[socket.socket, tuple[int, int, int]], NoReturn],
-              close_in_child: tuple[int, ...], msg_max: int = 0) -> Fork:
+              close_in_child: tuple[int, ...]) -> Fork:
     """Fork a child running ``body(channel, stdio)`` (stage 1, the init, or a spare init): its stdout
-    and stderr pipes, a SOCK_SEQPACKET channel to it (``msg_max``: room for one message that large),
-    and our SIGCHLD wake-up pipe. Namespaces for our children are the caller's to set up first. Our
-    fd 0 must already be /dev/null (it is the init's stdin)."""
+    and stderr pipes, a SOCK_SEQPACKET channel to it, and our SIGCHLD wake-up pipe. Namespaces for our
+    children are the caller's to set up first. Our fd 0 must already be /dev/null (it is the init's
+    stdin)."""
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda _s, _f: None)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    if msg_max:
-        for s in (mine, theirs):
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, msg_max)
     pid = os.fork()
     if pid == 0:
         mine.close()
@@ -276,16 +273,11 @@ def fork_init(body: Callable[[socket.socket, tuple[int, int, int]], NoReturn],
     return pid, out_r, err_r, wake_r, mine
 
 
-def finish_setup(req: dict[str, Any], pid: int, chan: socket.socket, *, direct: bool,
-                 request: bytes = b"") -> int:
-    """Serve the child's set-up to its end; returns the init's pid. ``request``: sent to the child
-    first (a spare init waits for it). ``direct``: the child is the init itself, so we start its
-    cgroup move (an RCU grace period) while it mounts. On any failure the child and whatever it
-    forked are killed."""
+def finish_setup(req: dict[str, Any], pid: int, chan: socket.socket, *, direct: bool) -> int:
+    """Serve the child's set-up to its end; returns the init's pid. ``direct``: the child is the init
+    itself, so we start its cgroup move (an RCU grace period) while it mounts. On any failure the
+    child and whatever it forked are killed."""
     try:
-        if request:
-            with contextlib.suppress(BrokenPipeError):   # it failed ahead: its report is queued
-                chan.send(request)
         if direct:
             _join_cgroup(req, pid)
             with contextlib.suppress(BrokenPipeError):   # the init failed already; its report is queued

@@ -10,11 +10,15 @@ container start. None of it depends on the request, so the ``forkserver`` does i
 * ``usable`` (server side) says whether a request fits what the spare prepared: a new pid, network, IPC
   and UTS namespace, no user namespace, no namespace to join, no config/secret files (their contents
   reach the init by fork, see ``forkserver``). Anything else takes the ordinary path (``monitor.run``).
-* ``hand_over`` writes the request's JSON (as the API sent it) to the spare monitor and reads its report,
-  exactly as ``forkserver`` reads an ordinary monitor's. The monitor forwards the request to the init,
-  which unshares the rest (mount namespace), then runs ``init.container_init``: the steps, their order
-  and the error reports are the ordinary path's. The mount namespace is not made ahead: a copy of the
-  host's mount table taken before the request could miss a mount made since (a bind source).
+* ``hand_over`` writes the request's JSON (as the API sent it) to the spare init and to the spare
+  monitor, each through its own pipe, and reads the monitor's report exactly as ``forkserver`` reads an
+  ordinary monitor's. The init gets it first and directly (a relay through the monitor cost ~1 ms of
+  wake-ups and parsing on the start path); it unshares the rest (mount namespace), then runs
+  ``init.container_init``: the steps, their order and the error reports are the ordinary path's. The
+  monitor meanwhile gives both of them the server's priority back and moves the init into its cgroup,
+  which the init waits for before anything the container could run. The mount namespace is not made
+  ahead: a copy of the host's mount table taken before the request could miss a mount made since (a
+  bind source).
 
 The server replaces a used spare after answering: at once when none is left, otherwise once it has been
 idle for a few milliseconds (``forkserver.SPARES``, ``IDLE_REFILL_S``), so the fork does not compete
@@ -30,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import struct
 from dataclasses import dataclass
@@ -41,16 +46,21 @@ from orchestrator.runtime.linux.spec import namespace_plan
 
 AHEAD = sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS     # made by the spare init before a request
 NICE = 5                     # how much lower the priority of a spare being made is (see ``fork``)
-_MAX_MSG = 4 << 20
 
 
 @dataclass
 class Spare:
-    """Server side: the spare monitor's pid, the pipe its request goes into, the pipe of its report."""
+    """Server side: the spare monitor's pid, the pipes its request and its init's go into, the pipe of
+    its report."""
 
     pid: int
     req_w: int
     report_r: int
+    init_w: int
+
+    def ends(self) -> tuple[int, int, int]:
+        """The server's ends: no other child of the server may hold them (see ``forkserver``)."""
+        return self.req_w, self.report_r, self.init_w
 
 
 def usable(req: dict[str, Any]) -> bool:
@@ -68,29 +78,27 @@ def fork(in_child: Any) -> Spare:
 
     The spare sets itself up at a lower priority (``NICE``; raising one's own nice value needs no
     privilege): it is made right after a create is answered, when the caller wakes up to go on with
-    that container and a 2-CPU host has no core to spare. When a request comes, it gives itself and
-    its init back the server's priority, or, when it may not (no CAP_SYS_NICE), declines the request."""
+    that container and a 2-CPU host has no core to spare. Once made, the monitor and its init wait at
+    the server's priority again, so that both wake at once when the request comes; a spare that may
+    not restore it (no CAP_SYS_NICE) declines the request."""
     base = os.getpriority(os.PRIO_PROCESS, 0)
-    req_r, req_w = os.pipe2(os.O_CLOEXEC)
+    fds: list[int] = []
     try:
-        report_r, report_w = os.pipe2(os.O_CLOEXEC)
-    except OSError:
-        os.close(req_r)
-        os.close(req_w)
-        raise
-    try:
+        for _ in range(3):                   # the monitor's request, its report, the init's request
+            fds += os.pipe2(os.O_CLOEXEC)
+        req_r, req_w, report_r, report_w, init_r, init_w = fds
         pid = os.fork()
     except OSError:
-        for fd in (req_r, req_w, report_r, report_w):
+        for fd in fds:
             os.close(fd)
         raise
     if pid == 0:
-        os.close(req_w)
-        os.close(report_r)
-        in_child(lambda: _monitor_main(req_r, report_w, base))
-    os.close(req_r)
-    os.close(report_w)
-    return Spare(pid, req_w, report_r)
+        for fd in (req_w, report_r, init_w):
+            os.close(fd)
+        in_child(lambda: _monitor_main(req_r, report_w, init_r, base))
+    for fd in (req_r, report_w, init_r):
+        os.close(fd)
+    return Spare(pid, req_w, report_r, init_w)
 
 
 def hand_over(spare: Spare, raw: bytes) -> dict[str, Any] | None:
@@ -98,12 +106,15 @@ def hand_over(spare: Spare, raw: bytes) -> dict[str, Any] | None:
     its init failed ahead, or it may not restore its priority): nothing was started, and the caller
     takes the ordinary path. The spare is used up either way."""
     try:
+        # length first: each reads one whole request, never waiting for an end of file. The init
+        # first: it is the one with work to do. A broken pipe: it is gone (it failed ahead), or the
+        # monitor is (its init with it, see ``_monitor_main``): nothing started.
+        msg = struct.pack(">Q", len(raw)) + raw
         try:
-            # length first: the spare reads one whole request, never waiting for an end of file
-            msg = struct.pack(">Q", len(raw)) + raw
-            view = memoryview(msg)
-            while view:
-                view = view[os.write(spare.req_w, view):]
+            for fd in (spare.init_w, spare.req_w):
+                view = memoryview(msg)
+                while view:
+                    view = view[os.write(fd, view):]
         except BrokenPipeError:
             return None
         out = _read_all(spare.report_r)
@@ -118,10 +129,10 @@ def hand_over(spare: Spare, raw: bytes) -> dict[str, Any] | None:
 
 def discard(spare: Spare, *, wait: bool = True) -> None:
     """Close our ends; with ``wait``, until an unused spare (and its init) has gone."""
-    for fd in (spare.req_w, spare.report_r):
+    for fd in spare.ends():
         if fd >= 0:
             os.close(fd)
-    spare.req_w = spare.report_r = -1
+    spare.req_w = spare.report_r = spare.init_w = -1
     if wait:
         with contextlib.suppress(ChildProcessError):     # the server's SIGCHLD handler may have reaped it
             os.waitpid(spare.pid, 0)
@@ -162,38 +173,54 @@ class _Init:
     chan: socket.socket
 
 
-def _monitor_main(req_fd: int, report_fd: int, base_nice: int) -> NoReturn:
+def _monitor_main(req_fd: int, report_fd: int, init_req_fd: int, base_nice: int) -> NoReturn:
     code = 1
     try:
         os.setpriority(os.PRIO_PROCESS, 0, min(base_nice + NICE, 19))    # see ``fork``
-        keep = sorted((req_fd, report_fd))
-        os.closerange(3, keep[0])
-        os.closerange(keep[0] + 1, keep[1])
-        os.closerange(keep[1] + 1, 65536)
+        low = 3
+        for keep in sorted((req_fd, report_fd, init_req_fd)):
+            os.closerange(low, keep)
+            low = keep + 1
+        os.closerange(low, 65536)
         os.setsid()                          # as an ordinary monitor: no terminal signals from the CLI
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):                 # fd 0 becomes the init's stdin; 1 and 2 until monitor.err
             os.dup2(null, fd)
         os.close(null)
         monitor.become_monitor()
-        ahead = _fork_init((req_fd, report_fd))
+        ahead = _fork_init((req_fd, report_fd), init_req_fd, base_nice)
+        os.close(init_req_fd)        # the init's alone: the server's write fails once the init is gone
+        _restore_priority(base_nice)
         raw = _read_request(req_fd)
         os.close(req_fd)
         if raw is not None and _ready(ahead, base_nice):
             req = json.loads(raw)
             monitor._redirect_stdio(req["state_dir"])
-            monitor.serve(req, report_fd, lambda r: _spawn(r, raw, ahead))
-        else:                                # the server went away, or we cannot serve: nor the init
-            if raw is not None:
-                os.write(report_fd, b'{"declined": true}')
+            monitor.serve(req, report_fd, lambda r: _spawn(r, ahead))
+        else:
+            # the server went away, or we cannot serve: nor the init, which may have begun its set-up
+            # with the request (in its own mount namespace, waiting for its cgroup): it is gone before
+            # the server takes the ordinary path, which opens the same exec fifo
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(ahead.pid, signal.SIGKILL)
             ahead.chan.close()
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(ahead.pid, 0)
+            if raw is not None:
+                os.write(report_fd, b'{"declined": true}')
         code = 0
     except BaseException as exc:  # reported to create, or to monitor.err once set-up is over
         monitor.report_failure(report_fd, exc)
     finally:
         os._exit(code)
+
+
+def _restore_priority(base_nice: int) -> None:
+    """Back to the server's priority once our work ahead is done, so that a request is served at once
+    (a process niced +5 waits behind everything else runnable on its CPU). Without CAP_SYS_NICE this
+    fails; ``_ready`` then declines the request."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, base_nice)
 
 
 def _ready(ahead: _Init, base_nice: int) -> bool:
@@ -209,22 +236,24 @@ def _ready(ahead: _Init, base_nice: int) -> bool:
     return True
 
 
-def _fork_init(close_in_child: tuple[int, ...]) -> _Init:
+def _fork_init(close_in_child: tuple[int, ...], init_req_fd: int, base_nice: int) -> _Init:
     """``monitor._spawn``'s first half for a request not known yet: our children's pid namespace, then
-    the init (its channel has room for the request as one message)."""
+    the init, which reads its request from ``init_req_fd`` (the server writes it there)."""
     sc.unshare(sc.CLONE_NEWPID)              # for our children: the init will be PID 1
-    return _Init(*monitor.fork_init(_init_main, close_in_child, _MAX_MSG))
+    return _Init(*monitor.fork_init(lambda chan, stdio: _init_main(chan, stdio, init_req_fd, base_nice),
+                                    close_in_child))
 
 
-def _spawn(req: dict[str, Any], raw: bytes, ahead: _Init) -> tuple[int, int, int, int]:
-    """``monitor._spawn``'s second half: the request to the init, then its cgroup and set-up."""
-    init_pid = monitor.finish_setup(req, ahead.pid, ahead.chan, direct=True, request=raw)
+def _spawn(req: dict[str, Any], ahead: _Init) -> tuple[int, int, int, int]:
+    """``monitor._spawn``'s second half: the init has the request from the server; its cgroup, then
+    the rest of its set-up."""
+    init_pid = monitor.finish_setup(req, ahead.pid, ahead.chan, direct=True)
     return init_pid, ahead.out_r, ahead.err_r, ahead.wake_r
 
 
 # ---- the spare init ----------------------------------------------------------------------------------
 
-def _init_main(chan: socket.socket, stdio: tuple[int, int, int]) -> NoReturn:
+def _init_main(chan: socket.socket, stdio: tuple[int, int, int], req_fd: int, base_nice: int) -> NoReturn:
     """PID 1 of a new pid namespace, waiting for its container; ``init.direct`` with the namespaces
     that do not depend on the request made first."""
     step = "dumpable"
@@ -234,10 +263,12 @@ def _init_main(chan: socket.socket, stdio: tuple[int, int, int]) -> NoReturn:
         sc.unshare(AHEAD)
         step = "loopback"                    # needs the rtnl lock, which a dying network namespace
         init.loopback_up()                   # of an earlier container may hold for milliseconds
+        _restore_priority(base_nice)         # made; now waiting at the server's priority (see ``fork``)
         step = "request"
-        raw = chan.recv(_MAX_MSG)
-        if not raw:
-            os._exit(0)                      # never used: the monitor went away
+        raw = _read_request(req_fd)
+        if raw is None:
+            os._exit(0)                      # never used: the server went away
+        os.close(req_fd)
         req = json.loads(raw)
         plan = namespace_plan(req["spec"])
         step = "unshare"                     # the rest but the cgroup namespace (see init.stage1)
