@@ -1,5 +1,6 @@
 """A busybox root filesystem for real-kernel tests: static busybox, every applet linked, passwd/group;
-and the OCI runtime spec the runtime tests and the start benchmarks run on it (``BASE_SPEC``).
+the OCI runtime spec the runtime tests and the start benchmarks run on it (``BASE_SPEC``); and
+``remove_cgroup_parent``, the clean-up of a test's own cgroup parent in every hierarchy.
 
 Shared by the runtime and escape suites (importable from any test: pytest puts ``tests/`` on sys.path
 for the top-level conftest) and by ``bench/workspace.py``.
@@ -7,6 +8,7 @@ for the top-level conftest) and by ``bench/workspace.py``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -15,6 +17,15 @@ from pathlib import Path
 from typing import Any
 
 BUSYBOX = Path("/bin/busybox")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def remove_cgroup_parent(parent: str) -> None:
+    """rmdir ``parent`` (a test's own cgroup parent, empty once its containers are deleted) in every
+    hierarchy; a leftover one fails the test's leak check instead."""
+    for hierarchy in CGROUP_ROOT.iterdir():
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            (hierarchy / parent).rmdir()
 DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc", "tmp", "root")
 
 

@@ -14,7 +14,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from escapekit import HERE, Escape, build_rootfs, remove_cgroup_parent
+from escapekit import HERE, Escape, build_rootfs
+from rootfs_kit import remove_cgroup_parent
 
 from orchestrator.reconcile.bundle import BundleBuilder
 from orchestrator.settings import Settings

@@ -127,12 +127,6 @@ def build_rootfs(dest: Path, probe: Path, host_dir: Path) -> None:
     os.symlink(str(host_dir.parent), dest / "evilparent")
 
 
-def remove_cgroup_parent(parent: str) -> None:
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError, OSError):
-            (hierarchy / parent).rmdir()
-
-
 def parse(lines: list[str]) -> dict[str, str]:
     """``key value`` lines (the probe's output) as a dict; the value is the rest of the line."""
     return {k: v for k, _, v in (line.partition(" ") for line in lines)}

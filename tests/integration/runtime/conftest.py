@@ -7,7 +7,6 @@ mounted by the runtime inside the container's mount namespace.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import uuid
@@ -60,12 +59,6 @@ def bundles(tmp_path: Path, busybox_rootfs: Path) -> Bundles:
     return Bundles(tmp_path, busybox_rootfs)
 
 
-def remove_cgroup_parent(parent: str) -> None:
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            (hierarchy / parent).rmdir()
-
-
 @pytest.fixture
 def runtime(state_root: Path) -> Iterator[Any]:
     """A native runtime with its own cgroup parent, removed (with every container) afterwards."""
@@ -77,4 +70,4 @@ def runtime(state_root: Path) -> Iterator[Any]:
     for st in rt.list():
         rt.delete(st.id, force=True)
     rt.close()
-    remove_cgroup_parent(parent)
+    rootfs_kit.remove_cgroup_parent(parent)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rootfs_kit import remove_cgroup_parent
 
 from orchestrator.runtime.base import Status
 from orchestrator.runtime.linux import restart, statedir
@@ -235,9 +236,7 @@ def test_python_supervisor_restarts_too(state_root: Path, bundles: Any) -> None:
             assert [r["restart_delay_ms"] for r in history(rt, "py")] == [50, 100]
         finally:
             rt.delete("py", force=True)
-            for hierarchy in Path("/sys/fs/cgroup").iterdir():
-                if (hierarchy / parent).is_dir():
-                    (hierarchy / parent).rmdir()
+            remove_cgroup_parent(parent)
 
 
 def test_invalid_policy_fails_create(runtime: Any, bundles: Any) -> None:
@@ -274,9 +273,7 @@ def test_policy_changed_in_place_reaches_the_running_supervisor(state_root: Path
             assert restarts(rt, "upd") == 1 and rt.state("upd").status == Status.STOPPED
         finally:
             rt.delete("upd", force=True)
-            for hierarchy in Path("/sys/fs/cgroup").iterdir():
-                if (hierarchy / parent).is_dir():
-                    (hierarchy / parent).rmdir()
+            remove_cgroup_parent(parent)
 
 
 def test_policy_raised_in_place_restarts_what_it_would_not_have(runtime: Any, bundles: Any) -> None:

@@ -187,7 +187,7 @@ def test_a_spare_that_may_not_restore_its_priority_declines(bundles: Any, state_
     import sys
     import uuid
 
-    from conftest import remove_cgroup_parent
+    from rootfs_kit import remove_cgroup_parent
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is not installed")
 
