@@ -102,7 +102,7 @@ class LinuxRuntime:
         return self._driver(Path(cg["root"]) if cg.get("root") else None).open(str(cg["path"]))
 
     def _cgroup_of(self, container_id: str) -> Cgroup:
-        rec = sd.read_json(self.state_dir / container_id / sd.STATE)
+        rec = sd.read_state(self.state_dir / container_id)
         if rec is None:
             raise ContainerNotFound(f"container {container_id} not found", op="cgroup",
                                     path=str(self.state_dir / container_id))
@@ -156,7 +156,7 @@ class LinuxRuntime:
                 "id": container_id, "bundle": str(bundle), "created_at": time.time(), "pid": 0,
                 "start_time": 0, "monitor_pid": 0, "monitor_start_time": 0, "cgroup": cgroup,
                 "annotations": spec.get("annotations", {})}
-            sd.write_json(cdir / sd.STATE, record)          # ownership first, then the objects
+            sd.write_json(cdir / sd.CREATING, record)       # ownership first, then the objects
             sd.write_json(cdir / sd.SPEC, spec)
             os.mkfifo(cdir / sd.FIFO, 0o600)
             if files:
@@ -189,6 +189,7 @@ class LinuxRuntime:
             record.update({k: int(reply[k]) for k in ("pid", "start_time", "monitor_pid",
                                                       "monitor_start_time")})
             sd.write_json(cdir / sd.STATE, record)
+            os.unlink(cdir / sd.CREATING)
             undo.pop_all()
         # what ``state`` would read back now (the init waits on the exec fifo), without reading it
         annotations = sd.state_annotations(cdir, None, record)
@@ -204,7 +205,7 @@ class LinuxRuntime:
             st = self.state(container_id)
             raise RuntimeFailure(f"container {container_id} is {st.status}, not created", op="start",
                                  path=container_id)
-        sd.write_json(cdir / sd.STARTED, {"started_at": time.time()})
+        now = time.time()
         try:
             fd = os.open(cdir / sd.FIFO, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:        # ENXIO: no reader, the init is gone
@@ -216,6 +217,9 @@ class LinuxRuntime:
             os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(cdir / sd.FIFO)
+        # written while the init execs, with the time taken before the wake (a reader in between sees
+        # no start time yet); an init that was gone (above) was never started
+        sd.write_json(cdir / sd.STARTED, {"started_at": now})
 
     def update_files(self, container_id: str, files: Sequence[FileSpec]) -> list[str]:
         """Rewrite changed config/secret files of a created or running container (rotation); returns
@@ -235,7 +239,7 @@ class LinuxRuntime:
                                       "start_time": st.pid_start_time, "files": True}, [payload])
         if not reply.get("ok"):
             raise procio.failure(reply.get("error", {}))
-        rec = sd.read_json(self.state_dir / container_id / sd.STATE) or {}
+        rec = sd.read_state(self.state_dir / container_id) or {}
         if rec.get("monitor_pid") and sd.alive(rec["monitor_pid"], rec.get("monitor_start_time", 0)):
             filemounts.refresh_kept_payload(int(rec["monitor_pid"]), files)   # what a restart replays
         return [str(t) for t in reply.get("changed", [])]
@@ -299,7 +303,7 @@ class LinuxRuntime:
         policy only a final exit counts: an exit followed by a restart is skipped (the annotation
         ``org.orchestrator.restarting`` is "true" meanwhile), so under ``always`` only a stop by the user
         or the timeout ends the wait; on a timeout the current state is returned, as always."""
-        rec = sd.read_json(self.state_dir / container_id / sd.STATE) or {}
+        rec = sd.read_state(self.state_dir / container_id) or {}
         deadline = None if timeout is None else time.monotonic() + timeout
         mon, mon_start = int(rec.get("monitor_pid", 0)), int(rec.get("monitor_start_time", 0))
         pidfd = -1
@@ -328,7 +332,7 @@ class LinuxRuntime:
         cdir = self.state_dir / container_id
         if not cdir.is_dir():
             return
-        rec = sd.read_json(cdir / sd.STATE) or {}
+        rec = sd.read_state(cdir) or {}
         st = self.state(container_id)
         if st.status == Status.RUNNING and not force:
             raise RuntimeFailure(f"container {container_id} is running; stop it or force", op="delete",
@@ -362,7 +366,7 @@ class LinuxRuntime:
         """Write the user-stop marker (before any signal, so no restart can slip in after it) and wake a
         supervisor waiting out a backoff. True when the container was between two runs (nothing to kill)."""
         cdir = self.state_dir / container_id
-        rec = sd.read_json(cdir / sd.STATE)
+        rec = sd.read_state(cdir)
         if rec is None or not (cdir / sd.RESTART_REQ).exists():
             return False                          # no restart policy: nothing to stop
         sd.mark_user_stop(cdir)

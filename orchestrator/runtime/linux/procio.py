@@ -96,7 +96,7 @@ def exec_request(cdir: Path, st: ContainerState, argv: Sequence[str], env: Seque
     (the same the init has, from the state dir) with the command to run. The container's ``env:``
     secrets come before ``env`` (the caller's own variables win)."""
     spec = sd.read_json(cdir / sd.SPEC) or {}
-    rec = sd.read_json(cdir / sd.STATE) or {}
+    rec = sd.read_state(cdir) or {}
     prog = (cdir / sd.SECCOMP).read_bytes() if (cdir / sd.SECCOMP).exists() else b""
     flags = 0
     if prog:

@@ -42,6 +42,10 @@ from orchestrator.runtime.base import LogLine
 
 STATE, SPEC, SECCOMP, FIFO, STARTED, EXIT = ("state.json", "spec.json", "seccomp.bpf", "exec.fifo",
                                              "started.json", "exit.json")
+# the record a create writes first, before anything it makes (cgroup path, bundle); state.json, with the
+# processes' identities, replaces it once they exist. A new file, not a rewrite of the first: renaming
+# over an existing file makes ext4 flush the new one (auto_da_alloc), ~0.3 ms on every create.
+CREATING = "creating.json"
 LOG, MONITOR_ERR = "container.log", "monitor.err"
 RESTART_REQ, RESTARTS, RESTART_FIFO, USER_STOP = "restart.json", "restarts.json", "restart.fifo", "user-stop"
 RESTART_ARGS, RESTART_LOCK = "restart.args", "restart.lock"
@@ -120,7 +124,14 @@ def mark_user_stop(cdir: Path | str) -> None:
 
 def user_stopped(cdir: Path | str) -> bool:
     """True once the user stopped the container, or its state dir is gone (deleted)."""
-    return os.path.exists(os.path.join(cdir, USER_STOP)) or not os.path.exists(os.path.join(cdir, STATE))
+    return os.path.exists(os.path.join(cdir, USER_STOP)) or not (
+        os.path.exists(os.path.join(cdir, STATE)) or os.path.exists(os.path.join(cdir, CREATING)))
+
+
+def read_state(cdir: Path | str) -> dict[str, Any] | None:
+    """The container's record: state.json, or while a create is in flight (or was cut short by a
+    crash) the one it wrote first, with no processes yet (``CREATING``)."""
+    return read_json(os.path.join(cdir, STATE)) or read_json(os.path.join(cdir, CREATING))
 
 
 def restart_pending(ended: dict[str, Any] | None, rec: dict[str, Any]) -> bool:
@@ -178,7 +189,7 @@ def change_restart_policy(cdir: Path | str, annotations: dict[str, str]) -> bool
     from orchestrator.errors import ContainerNotFound, RuntimeFailure
     from orchestrator.runtime.linux import restart
     cdir = str(cdir)
-    rec = read_json(os.path.join(cdir, STATE))
+    rec = read_state(cdir)
     if rec is None:
         raise ContainerNotFound(f"container {os.path.basename(cdir)} not found", op="update_restart",
                                 path=cdir)

@@ -143,13 +143,17 @@ static void record_exit(const char *dir, int status, long long restart_ms) {
         unlink(tmp);                    /* never leave a temp file behind; exit.json stays as it was */
 }
 
-/* the user-stop marker (written by kill/delete before any signal), or the state dir gone (deleted) */
+/* the user-stop marker (written by kill/delete before any signal), or the state dir gone (deleted):
+ * neither state.json nor creating.json (the record until create has written state.json) is there */
 static int user_stopped(const char *dir) {
     char path[4200];
     snprintf(path, sizeof path, "%s/user-stop", dir);
     if (access(path, F_OK) == 0)
         return 1;
     snprintf(path, sizeof path, "%s/state.json", dir);
+    if (access(path, F_OK) == 0)
+        return 0;
+    snprintf(path, sizeof path, "%s/creating.json", dir);
     return access(path, F_OK) != 0;
 }
 
