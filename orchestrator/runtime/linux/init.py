@@ -95,8 +95,8 @@ def join_cgroup(req: dict[str, Any], pid: int) -> None:
     if req.get("cgroup"):
         from pathlib import Path
 
-        from orchestrator.runtime.linux.cgroups import open_driver
-        open_driver(Path(req["cgroup"]["root"])).open(req["cgroup"]["path"]).add_pid(pid)
+        from orchestrator.runtime.linux.cgroups import driver_for
+        driver_for(Path(req["cgroup"]["root"])).open(req["cgroup"]["path"]).add_pid(pid)
 
 
 def stage1(req: dict[str, Any], chan: socket.socket, stdio: tuple[int, int, int]) -> NoReturn:

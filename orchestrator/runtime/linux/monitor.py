@@ -146,8 +146,8 @@ def _exit_record(req: dict[str, Any], status: int | None) -> dict[str, Any]:
         try:
             from pathlib import Path
 
-            from orchestrator.runtime.linux.cgroups import open_driver
-            cgroup = open_driver(Path(req["cgroup"]["root"])).open(req["cgroup"]["path"])
+            from orchestrator.runtime.linux.cgroups import driver_for
+            cgroup = driver_for(Path(req["cgroup"]["root"])).open(req["cgroup"]["path"])
             # the count since this run started: earlier runs' kills are before the baseline
             oom = cgroup.stats().oom_kill_count > statedir.oom_baseline(req["state_dir"])
         except Exception:  # an unreadable cgroup must not lose the exit code

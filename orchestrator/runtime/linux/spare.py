@@ -13,10 +13,12 @@ container start. None of it depends on the request, so the ``forkserver`` does i
 * ``hand_over`` writes the request's JSON (as the API sent it) to the spare init and to the spare
   monitor, each through its own pipe, and reads the monitor's report exactly as ``forkserver`` reads an
   ordinary monitor's. The init gets it first and directly (a relay through the monitor cost ~1 ms of
-  wake-ups and parsing on the start path); it unshares the rest (mount namespace), then runs
-  ``init.container_init``: the steps, their order and the error reports are the ordinary path's. The
-  monitor meanwhile gives both of them the server's priority back and moves the init into its cgroup,
-  which the init waits for before anything the container could run. The mount namespace is not made
+  wake-ups and parsing on the start path), tells the monitor it has taken it (``ACCEPTED``), unshares
+  the rest (mount namespace), then runs ``init.container_init``: the steps, their order and the error
+  reports are the ordinary path's. The monitor meanwhile moves the init into its cgroup, which the init
+  waits for before anything the container could run. A spare declines a request (the server then takes
+  the ordinary path) only while nothing was done with it: its init failed ahead, or could not get the
+  server's priority back (see ``fork``) and left without taking it. The mount namespace is not made
   ahead: a copy of the host's mount table taken before the request could miss a mount made since (a
   bind source).
 
@@ -46,6 +48,7 @@ from orchestrator.runtime.linux.spec import namespace_plan
 
 AHEAD = sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS     # made by the spare init before a request
 NICE = 5                     # how much lower the priority of a spare being made is (see ``fork``)
+ACCEPTED = b"accepted"       # the spare init to its monitor: it has the request and works on it
 
 
 @dataclass
@@ -193,14 +196,14 @@ def _monitor_main(req_fd: int, report_fd: int, init_req_fd: int, base_nice: int)
         _restore_priority(base_nice)
         raw = _read_request(req_fd)
         os.close(req_fd)
-        if raw is not None and _ready(ahead, base_nice):
+        if raw is not None and _accepted(ahead):
+            _restore_priority(base_nice)     # again: ours does not matter to the container, its init's does
             req = json.loads(raw)
             monitor._redirect_stdio(req["state_dir"])
             monitor.serve(req, report_fd, lambda r: _spawn(r, ahead))
         else:
-            # the server went away, or we cannot serve: nor the init, which may have begun its set-up
-            # with the request (in its own mount namespace, waiting for its cgroup): it is gone before
-            # the server takes the ordinary path, which opens the same exec fifo
+            # the server went away, or the init did not take the request (so it did nothing with it):
+            # it is gone before the server takes the ordinary path, which uses the same rootfs and fifo
             with contextlib.suppress(ProcessLookupError):
                 os.kill(ahead.pid, signal.SIGKILL)
             ahead.chan.close()
@@ -218,22 +221,22 @@ def _monitor_main(req_fd: int, report_fd: int, init_req_fd: int, base_nice: int)
 def _restore_priority(base_nice: int) -> None:
     """Back to the server's priority once our work ahead is done, so that a request is served at once
     (a process niced +5 waits behind everything else runnable on its CPU). Without CAP_SYS_NICE this
-    fails; ``_ready`` then declines the request."""
+    fails; the init then refuses the request and the monitor declines it (``_accepted``)."""
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, 0, base_nice)
 
 
-def _ready(ahead: _Init, base_nice: int) -> bool:
-    """The init still waits (it did not fail ahead: namespace limits, say), and both of us have the
-    server's priority back, before the container's first instruction."""
+def _accepted(ahead: _Init) -> bool:
+    """Whether the init took the request: it says so (``ACCEPTED``) before doing anything with it. An
+    init gone without saying so did nothing (it failed ahead, or it could not get the server's priority
+    back and left): the request is declined and the ordinary path makes the container from scratch.
+    Once it has said so, the create is ours to finish or to fail, never to hand back: its mounts may
+    already have touched the rootfs (a volatile overlay's marker, mount points in the upper dir)."""
+    ahead.chan.settimeout(monitor.SETUP_TIMEOUT_S)
     try:
-        if os.waitpid(ahead.pid, os.WNOHANG)[0] != 0:
-            return False
-        os.setpriority(os.PRIO_PROCESS, 0, base_nice)
-        os.setpriority(os.PRIO_PROCESS, ahead.pid, base_nice)
-    except OSError:                 # EPERM: lowering a nice value needs CAP_SYS_NICE
+        return ahead.chan.recv(16) == ACCEPTED
+    except OSError:                 # a reset (it left with our message unread), or the timeout
         return False
-    return True
 
 
 def _fork_init(close_in_child: tuple[int, ...], init_req_fd: int, base_nice: int) -> _Init:
@@ -269,6 +272,9 @@ def _init_main(chan: socket.socket, stdio: tuple[int, int, int], req_fd: int, ba
         if raw is None:
             os._exit(0)                      # never used: the server went away
         os.close(req_fd)
+        if os.getpriority(os.PRIO_PROCESS, 0) != base_nice:
+            os._exit(0)                      # see ``_accepted``: the monitor declines, nothing was done
+        chan.send(ACCEPTED)
         req = json.loads(raw)
         plan = namespace_plan(req["spec"])
         step = "unshare"                     # the rest but the cgroup namespace (see init.stage1)

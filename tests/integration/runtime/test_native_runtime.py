@@ -177,6 +177,25 @@ def test_failed_init_step_is_reported_and_undone(runtime: Any, bundles: Any, sta
     assert not (bundle / "upper" / "ran").exists()
 
 
+def test_cgroup_limits_the_kernel_refuses_fail_create_and_leave_nothing(runtime: Any, bundles: Any,
+                                                                        state_root: Path) -> None:
+    """A limit the kernel refuses (a CPU this host does not have) is a RuntimeFailure naming the
+    file; nothing is left (no cgroup, no state dir, nothing ran) and the next create works."""
+    def edit(spec: dict[str, Any]) -> None:
+        spec["linux"]["resources"] = {"cpu": {"cpus": "4095"}}
+    bundle, rootfs = bundles.make(["touch", "/ran"], edit)
+    with pytest.raises(RuntimeFailure) as err:
+        runtime.create("nocpu", bundle, rootfs)
+    assert err.value.path.endswith("cpuset.cpus") and err.value.errno != 0
+    assert not (state_root / "containers" / "nocpu").exists()
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{runtime.test_cgroup_parent}/nocpu"))
+    assert not (bundle / "upper" / "ran").exists()
+    bundle2, rootfs2 = bundles.make(["true"])                  # the next create is not disturbed
+    runtime.create("fine", bundle2, rootfs2)
+    runtime.start("fine")
+    assert runtime.wait("fine", timeout=10).exit_code == 0
+
+
 def test_symlinked_bind_destination_stays_in_root(runtime: Any, bundles: Any, tmp_path: Path) -> None:
     host_dir = tmp_path / "host-target"
     host_dir.mkdir()
