@@ -27,6 +27,7 @@ from typing import Any
 
 from common import CRUN_NS, PODMAN_FLAGS, compile_bytecode
 
+from orchestrator.fsutil import Trash
 from orchestrator.images.model import Image
 from orchestrator.images.store import ImageStore
 from orchestrator.runtime.base import Mount
@@ -91,6 +92,7 @@ class Workspace:
         self.peer_cgroup = f"orchestrator-bench-peer-{self.tag}"
         self._mounts: list[Path] = []
         self._cleanups: list[Any] = []
+        self._trash: Trash | None = None
         # the CLI's containers live under the default parent cgroup "orchestrator": removed on close
         # when this run made it (and it is empty by then)
         self._made_default_parent = not any(Path("/sys/fs/cgroup").glob("*/orchestrator"))
@@ -111,7 +113,12 @@ class Workspace:
         return list(self.store.rootfs_mounts(self.image, upper, work))
 
     def drop_rootfs(self, name: str) -> None:
-        shutil.rmtree(self.dir / "rw" / name, ignore_errors=True)
+        """As the reconciler drops a deleted container's dir (``BundleBuilder.cleanup``): renamed into
+        a trash dir, its files unlinked by a background thread (which still competes for the CPUs)."""
+        if self._trash is None:
+            self._trash = Trash(self.dir / "trash")
+            self.on_close(self._trash.close)
+        self._trash.discard(self.dir / "rw" / name)
 
     def bundle(self, name: str, args: list[str], *, cgroups_path: str = "") -> Path:
         b = self.dir / "bundles" / name

@@ -25,6 +25,7 @@ Neighbours: ``runtime.oci`` (pure spec), ``images.store``, ``runtime.linux.secco
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ReconcileError
-from orchestrator.fsutil import write_atomic
+from orchestrator.fsutil import Trash, write_atomic
 from orchestrator.images.model import Image
 from orchestrator.images.mounts import dir_rootfs_mounts
 from orchestrator.images.store import ImageStore
@@ -92,6 +93,10 @@ class BundleBuilder:
         self.paths = oci.Paths(settings.volumes_dir)
         self._seccomp: dict[tuple[str, tuple[str, ...]], dict[str, Any] | None] = {}
         self._lock = threading.Lock()
+        self._trash: Trash | None = None
+        with contextlib.suppress(OSError):
+            if os.listdir(settings.root / "trash"):
+                self._trash = Trash(settings.root / "trash")     # what a crash left there: removed now
 
     def image(self, ref: str) -> Image:
         return self.images.get(ref)
@@ -185,7 +190,20 @@ class BundleBuilder:
         return oci.resources(dc.spec.resources, device_numbers(dc.spec))
 
     def cleanup(self, cid: str) -> None:
-        shutil.rmtree(self.settings.containers_dir / cid, ignore_errors=True)
+        """Drop a deleted container's dir (bundle, writable layer): gone at once for every reader, its
+        files unlinked in the background (``Trash``: a writable layer may hold any number of them, and
+        the reconciler waits for this)."""
+        with self._lock:
+            if self._trash is None:
+                self._trash = Trash(self.settings.root / "trash")
+        self._trash.discard(self.settings.containers_dir / cid)
+
+    def close(self) -> None:
+        """Until the dropped dirs are gone from the disk (a crash leaves them to the next start)."""
+        with self._lock:
+            trash, self._trash = self._trash, None
+        if trash is not None:
+            trash.close()
 
     def volume_path(self, stack: str, name: str) -> Path:
         return self.settings.volumes_dir / f"{stack}_{name}"

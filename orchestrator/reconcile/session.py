@@ -97,6 +97,8 @@ class Session:
     def close(self) -> None:
         if self._network is not None:
             self._network.close()
+        if self._builder is not None:
+            self._builder.close()
         rt: Any = self._runtime
         if self._owns_runtime and rt is not None and hasattr(rt, "close"):
             rt.close()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import ContainerNotFound, RuntimeFailure
+from orchestrator.fsutil import Trash
 from orchestrator.runtime.base import ContainerState, ExecResult, LogLine, Mount, Status
 from orchestrator.runtime.files import FileSpec, check_files
 from orchestrator.runtime.linux import cmonitor, filemounts, procio, restart
@@ -60,7 +61,7 @@ class LinuxRuntime:
         self._supervisor = cmonitor.build(self.state_dir / ".bin") if c_supervisor else ""
         self._drivers: dict[Path, CgroupDriver] = {}
         self._servers = ServerPool(max(1, min(4, os.cpu_count() or 1)))
-        self._trash = sd.Trash(self.state_dir / ".trash")
+        self._trash = Trash(self.state_dir / ".trash")
 
     def __enter__(self) -> LinuxRuntime:
         return self

@@ -125,6 +125,9 @@ def test_apply_noop_drift_recreate_scale_down(session: Session, write: Callable[
     assert states(session) == {"it/api-1": "running", "it/db-1": "running"}
     assert apply(session, path, StackSet(), prune=False, remove=frozenset({"it"})).ok
     assert states(session) == {} and entries(state_root / "runtime") == []
+    assert entries(state_root / "containers") == []      # bundles and writable layers: in the trash,
+    session.builder.close()                              # unlinked in the background until close
+    assert entries(state_root / "trash") == []
 
 
 def test_kill_at_every_step_then_apply_converges(session: Session, write: Callable[..., tuple[str, StackSet]],
