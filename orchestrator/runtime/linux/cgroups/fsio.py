@@ -17,7 +17,7 @@ from orchestrator.errors import RuntimeFailure, TransientRuntimeError
 from orchestrator.fsutil import read_if_present
 
 
-def write(path: Path, value: str) -> None:
+def write(path: Path | str, value: str) -> None:
     """Write ``value`` to one interface file in a single write(2), as the kernel expects."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
@@ -33,12 +33,13 @@ def write(path: Path, value: str) -> None:
         os.close(fd)
 
 
-def read(path: Path) -> str:
+def read(path: Path | str) -> str:
     try:
-        return path.read_text()
+        data = read_if_present(path, ())         # no error is "not there" here: a missing file fails
     except OSError as exc:
         raise RuntimeFailure(f"cannot read cgroup file {path}: {exc.strerror}",
                              op="cgroup read", path=str(path), errno=exc.errno or 0) from exc
+    return (data or b"").decode(errors="replace")
 
 
 def read_optional(path: Path | str) -> str | None:
@@ -69,10 +70,10 @@ def flat_keyed(text: str | None) -> dict[str, int]:
     return out
 
 
-def mkdir(path: Path) -> bool:
+def mkdir(path: Path | str) -> bool:
     """Create one cgroup directory; False when it already existed."""
     try:
-        path.mkdir()
+        os.mkdir(path)
     except FileExistsError:
         return False
     except OSError as exc:

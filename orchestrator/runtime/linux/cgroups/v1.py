@@ -184,8 +184,8 @@ class V1Driver(CgroupDriver):
             raise RuntimeFailure(f"no cgroup v1 controller hierarchies under {root}", op="cgroup detect",
                                  path=str(root))
         self.unified = root / "unified" if hybrid else None
-        self._cpusets_ready: set[Path] = set()     # existing cpuset levels already given cpus and mems
-        self._parents_seen: set[Path] = set()      # parent levels known to exist (one mkdir saved each)
+        self._cpusets_ready: set[str] = set()      # existing cpuset levels already given cpus and mems
+        self._parents_seen: set[str] = set()       # parent levels known to exist (one mkdir saved each)
         self._lock = threading.Lock()
 
     def cgroup(self, path: str) -> V1Cgroup:
@@ -226,28 +226,31 @@ class V1Driver(CgroupDriver):
         if self.unified is not None:
             bases.append((self.unified, False))
         for base, is_cpuset in bases:
-            current = base
+            # plain strings: this loop runs for every hierarchy and level of every create, and pathlib
+            # objects cost ~0.15 ms of a ~0.7 ms create
+            current = str(base)
             for i, part in enumerate(parts):
-                current = current / part
+                parent, current = current, f"{current}/{part}"
                 if i < len(parts) - 1 and current in self._parents_seen:
                     continue        # a parent made or found before (a gone one fails the leaf: below)
                 made = fsio.mkdir(current)
                 if i < len(parts) - 1:
                     self._parents_seen.add(current)
                 if made:
-                    created.append(current)
+                    created.append(Path(current))
                 if is_cpuset and (made or current not in self._cpusets_ready):
                     # existing levels too (once per driver): a parent made by someone else may be empty
-                    _init_cpuset(current)
+                    _init_cpuset(current, parent)
                     if not made:
                         self._cpusets_ready.add(current)
 
 
-def _init_cpuset(d: Path) -> None:
+def _init_cpuset(d: Path | str, parent: Path | str | None = None) -> None:
     """A new v1 cpuset cgroup starts with empty cpus and mems and refuses tasks until both are set;
     copy them from the parent (top-down, as each level is created) like runc's cpusetEnsureParent."""
+    parent = os.path.dirname(d) if parent is None else parent
     for name in ("cpuset.cpus", "cpuset.mems"):
-        mine = d / name
-        inherited = fsio.read(d.parent / name).strip()
+        mine = f"{d}/{name}"
+        inherited = fsio.read(f"{parent}/{name}").strip()
         if inherited and not fsio.read(mine).strip():
             fsio.write(mine, inherited)
