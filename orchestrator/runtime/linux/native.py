@@ -29,7 +29,7 @@ from orchestrator.runtime.linux import cmonitor, filemounts, procio, restart
 from orchestrator.runtime.linux import statedir as sd
 from orchestrator.runtime.linux.forkserver import ForkServer
 from orchestrator.runtime.linux.serverpool import ServerPool
-from orchestrator.runtime.linux.spec import load_bundle, volatile_rootfs
+from orchestrator.runtime.linux.spec import load_bundle
 
 if TYPE_CHECKING:       # the cgroup drivers are imported on first use, as before
     from orchestrator.runtime.linux.cgroups.base import Cgroup, CgroupDriver, CgroupStats
@@ -141,9 +141,6 @@ class LinuxRuntime:
         bundle = Path(bundle).absolute()
         spec = load_bundle(bundle)
         filemounts.check_create(container_id, spec, files)
-        mounts = [asdict(m) for m in rootfs]
-        if not restart.from_annotations(spec.get("annotations", {})).enabled:
-            mounts = volatile_rootfs(mounts)     # mounted once: no syncfs of the host's disk at exit
         cdir = self.state_dir / container_id
         try:
             cdir.mkdir(mode=0o700)
@@ -180,7 +177,7 @@ class LinuxRuntime:
             with filemounts.payload_fd(files) as payload, self._servers.get() as server:
                 reply = server.request({
                     "op": "create", "id": container_id, "state_dir": str(cdir), "bundle": str(bundle),
-                    "spec": {**spec, "linux": linux}, "rootfs": mounts, "cgroup": cgroup,
+                    "spec": {**spec, "linux": linux}, "rootfs": [asdict(m) for m in rootfs], "cgroup": cgroup,
                     "cgroup_dirs": cgroup_dirs, "seccomp": prog.hex(), "seccomp_flags": flags,
                     "exec_fifo": str(cdir / sd.FIFO),
                     "log_max_bytes": self.log_max_bytes, "supervisor": self._supervisor,

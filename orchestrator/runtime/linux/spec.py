@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,42 +90,6 @@ def namespace_plan(spec: dict[str, Any]) -> NamespacePlan:
     # a joined user namespace must come first: it decides what the other joins are allowed to do
     joins.sort(key=lambda j: j[0] != sc.CLONE_NEWUSER)
     return NamespacePlan(flags, new_user, tuple(joins))
-
-
-VOLATILE_SINCE = (5, 10)      # overlayfs "volatile"
-VOLATILE_MARKER = ("work", "incompat", "volatile")      # under the work dir, made by the kernel
-
-
-def volatile_rootfs(rootfs: list[dict[str, Any]], release: str | None = None) -> list[dict[str, Any]]:
-    """``rootfs`` with ``volatile`` added to each overlay that has an upper dir, for a container never
-    mounted again (no restart policy: a restart in place mounts the same upper dir).
-
-    Unmounting an overlay syncs the whole filesystem of its upper dir (``ovl_sync_fs``), and the
-    container's mount namespace is torn down inside the exit of its last process: the exit code
-    reached us 0.1-3 ms late, more with dirty data on the host. ``volatile`` (Linux 5.10) skips those
-    syncs; the price, fsync in the container not reaching the disk and an upper dir the kernel will
-    not mount again after a crash, is nothing for a writable layer that is thrown away with its
-    container (podman mounts ``run --rm`` containers the same way). A work dir that already carries
-    the kernel's marker (a volatile mount of it before) is refused here, with its path: the kernel
-    would refuse it with a bare EINVAL."""
-    version = re.match(r"(\d+)\.(\d+)", release if release is not None else os.uname().release)
-    supported = version is not None and (int(version[1]), int(version[2])) >= VOLATILE_SINCE
-    out = []
-    for m in rootfs:
-        opts = list(m.get("options", ()))
-        work = next((o.split("=", 1)[1] for o in opts if o.startswith("workdir=")), None)
-        if m.get("type") != "overlay" or work is None or not any(o.startswith("upperdir=") for o in opts):
-            out.append(m)
-            continue
-        marker = os.path.join(m.get("cwd") or "/", work, *VOLATILE_MARKER)
-        if os.path.isdir(marker):
-            raise RuntimeFailure("the rootfs work dir was mounted volatile before (an earlier container's "
-                                 "writable layer); give the container a fresh upper/work dir",
-                                 op="mount", path=marker)
-        if supported and "volatile" not in opts:
-            m = {**m, "options": [*opts, "volatile"]}
-        out.append(m)
-    return out
 
 
 def rlimit_number(name: str) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -36,49 +35,6 @@ def mount_points(under: Path) -> list[str]:
     """Host mount points that involve ``under`` (other tests on this host may mount elsewhere)."""
     with open("/proc/self/mountinfo") as f:
         return sorted(line.strip() for line in f if str(under) in line or " overlay " in line)
-
-
-def _root_volatile(pid: int) -> bool:
-    """Whether the container's root mount is a volatile overlay (newer kernels show the option as
-    ``fsync=volatile``), seen through its init's mountinfo."""
-    return bool({"volatile", "fsync=volatile"} & set(_root_super_options(pid)))
-
-
-def _root_super_options(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4] == "/":
-                return fields[fields.index("-") + 3].split(",")
-    raise AssertionError("no root mount")
-
-
-def test_a_rootfs_mounted_once_is_volatile_and_one_restarted_in_place_is_not(runtime: Any,
-                                                                           bundles: Any) -> None:
-    """No restart policy: the overlay is mounted volatile (its unmount at exit skips the syncfs of the
-    host's filesystem). With one, the supervisor mounts the same upper dir again, so it is not."""
-    from orchestrator.runtime.linux import restart
-    from orchestrator.runtime.linux.spec import VOLATILE_MARKER, VOLATILE_SINCE
-    version = re.match(r"(\d+)\.(\d+)", os.uname().release)
-    if version is None or (int(version[1]), int(version[2])) < VOLATILE_SINCE:
-        pytest.skip("overlayfs volatile needs Linux 5.10")
-    bundle, rootfs = bundles.make(["sleep", "30"])
-    st = runtime.create("once", bundle, rootfs)
-    assert _root_volatile(st.pid)
-    bundle2, rootfs2 = bundles.make(["sleep", "30"], lambda s: s.update(
-        annotations={restart.POLICY: "always"}))
-    st2 = runtime.create("again", bundle2, rootfs2)
-    assert not _root_volatile(st2.pid)
-    for cid in ("once", "again"):
-        runtime.delete(cid, force=True)
-    # the kernel's marker stays in the work dir: using that dir again is refused at create, naming it
-    work = next(o.split("=", 1)[1] for o in rootfs[0].options if o.startswith("workdir="))
-    assert Path(work, *VOLATILE_MARKER).is_dir()
-    with pytest.raises(RuntimeFailure, match="mounted volatile before") as info:
-        runtime.create("reuse", bundle, rootfs)
-    assert info.value.path == str(Path(work, *VOLATILE_MARKER))
-    with pytest.raises(ContainerNotFound):
-        runtime.state("reuse")
 
 
 def test_pid1_hostname_and_host_processes_invisible(runtime: Any, bundles: Any) -> None:

@@ -93,30 +93,3 @@ def test_namespace_plan_joins_user_first() -> None:
     assert not plan.new_user
     assert plan.joins == ((sc.CLONE_NEWUSER, "/proc/1/ns/user"), (sc.CLONE_NEWNET, "/proc/1/ns/net"))
     assert namespace_plan(edited(linux__namespaces=[{"type": "user"}])).new_user
-
-
-def _overlay(tmp_path: Path, upper: bool = True) -> dict[str, Any]:
-    opts = ["lowerdir=l/a:l/b"]
-    if upper:
-        opts += [f"upperdir={tmp_path / 'upper'}", f"workdir={tmp_path / 'work'}"]
-    return {"type": "overlay", "source": "overlay", "target": "", "options": opts, "cwd": "/store"}
-
-
-def test_volatile_rootfs_marks_overlays_with_an_upper_dir_on_kernels_that_have_it(tmp_path: Path) -> None:
-    from orchestrator.runtime.linux.spec import volatile_rootfs
-    bind = {"type": "bind", "source": "/x", "target": "", "options": ["rbind"]}
-    rootfs = [_overlay(tmp_path), _overlay(tmp_path, upper=False), bind]
-    marked = volatile_rootfs(rootfs, release="6.1.0-13-amd64")
-    assert marked[0]["options"][-1] == "volatile" and marked[1:] == rootfs[1:]
-    assert "volatile" not in rootfs[0]["options"]                  # the caller's list is not changed
-    assert volatile_rootfs(rootfs, release="5.4.0-150-generic") == rootfs
-    assert volatile_rootfs(marked, release="6.1.0")[0]["options"].count("volatile") == 1
-
-
-def test_volatile_rootfs_refuses_a_work_dir_the_kernel_marked(tmp_path: Path) -> None:
-    from orchestrator.runtime.linux.spec import VOLATILE_MARKER, volatile_rootfs
-    marker = tmp_path.joinpath("work", *VOLATILE_MARKER)
-    marker.mkdir(parents=True)
-    with pytest.raises(RuntimeFailure, match="mounted volatile before") as info:
-        volatile_rootfs([_overlay(tmp_path)], release="6.1.0")
-    assert info.value.path == str(marker)
