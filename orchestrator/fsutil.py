@@ -77,7 +77,8 @@ class Trash:
         self.path = path
         path.mkdir(exist_ok=True)
         self._doomed: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
-        self._sweeper = threading.Thread(target=self._sweep, name="state-sweeper", daemon=True)
+        self._closed = False
+        self._sweeper = threading.Thread(target=self._sweep, name="trash-sweeper", daemon=True)
         self._sweeper.start()
         for entry in os.listdir(path):
             self._doomed.put(path / entry)
@@ -88,20 +89,25 @@ class Trash:
             shutil.rmtree(doomed, ignore_errors=True)
 
     def discard(self, cdir: Path) -> None:
-        """Remove ``cdir``: atomically from every reader's view (rename), then from the disk."""
+        """Remove ``cdir``: atomically from every reader's view (rename), then from the disk (here
+        and now once ``close`` has been called: nothing would sweep it)."""
+        import shutil
         import uuid
+        if self._closed:
+            shutil.rmtree(cdir, ignore_errors=True)
+            return
         doomed = self.path / f"{cdir.name}.{uuid.uuid4().hex[:8]}"
         try:
             os.rename(cdir, doomed)
         except FileNotFoundError:
             return
         except OSError:                  # another filesystem mounted there (EXDEV): remove it here
-            import shutil
             shutil.rmtree(cdir, ignore_errors=True)
             return
         self._doomed.put(doomed)
 
     def close(self) -> None:
         """Until everything queued is removed."""
+        self._closed = True
         self._doomed.put(None)
         self._sweeper.join()

@@ -22,10 +22,13 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 def remove_cgroup_parent(parent: str) -> None:
     """rmdir ``parent`` (a test's own cgroup parent, empty once its containers are deleted) in every
-    hierarchy; a leftover one fails the test's leak check instead."""
+    hierarchy. A parent that is not empty (EBUSY: a container's cgroup left inside) raises: a test that
+    leaks fails."""
     for hierarchy in CGROUP_ROOT.iterdir():
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             (hierarchy / parent).rmdir()
+
+
 DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc", "tmp", "root")
 
 

@@ -193,10 +193,18 @@ class BundleBuilder:
         """Drop a deleted container's dir (bundle, writable layer): gone at once for every reader, its
         files unlinked in the background (``Trash``: a writable layer may hold any number of them, and
         the reconciler waits for this)."""
+        cdir = self.settings.containers_dir / cid
         with self._lock:
-            if self._trash is None:
-                self._trash = Trash(self.settings.root / "trash")
-        self._trash.discard(self.settings.containers_dir / cid)
+            try:
+                if self._trash is None:
+                    self._trash = Trash(self.settings.root / "trash")
+                trash = self._trash
+            except OSError:              # no trash dir to be had: remove it here, as before
+                trash = None
+        if trash is None:
+            shutil.rmtree(cdir, ignore_errors=True)
+            return
+        trash.discard(cdir)
 
     def close(self) -> None:
         """Until the dropped dirs are gone from the disk (a crash leaves them to the next start)."""

@@ -5,7 +5,8 @@ container in its state dir *before* making anything, creates the cgroup and comp
 and asks the single-threaded ``forkserver`` to fork a ``monitor`` (which forks ``init``). Every query
 re-reads the state dir and /proc (``statedir``); ``delete`` is idempotent and removes processes, cgroup
 and state (mounts live only in the container's mount namespace and go with it). ``update``/``stats``
-change and read the cgroup recorded in state.json; exec pipes and log following are in ``procio``.
+change and read the cgroup recorded in the container's record (``statedir.read_state``); exec pipes
+and log following are in ``procio``.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class LinuxRuntime:
         return driver
 
     def _recorded_cgroup(self, rec: dict[str, Any]) -> Cgroup:
-        """The cgroup a container's state.json records (hierarchy root and path): the one seam every
+        """The cgroup a container's record holds (hierarchy root and path): the one seam every
         later reading or change goes through. ``ContainerNotFound`` when none is recorded or left."""
         cg = rec.get("cgroup") or {}
         if not cg.get("path"):
@@ -141,6 +142,7 @@ class LinuxRuntime:
         bundle = Path(bundle).absolute()
         spec = load_bundle(bundle)
         filemounts.check_create(container_id, spec, files)
+        restart.from_annotations(spec.get("annotations", {}))      # a bad policy: refused before any fork
         cdir = self.state_dir / container_id
         try:
             cdir.mkdir(mode=0o700)
@@ -203,7 +205,9 @@ class LinuxRuntime:
             st = self.state(container_id)
             raise RuntimeFailure(f"container {container_id} is {st.status}, not created", op="start",
                                  path=container_id)
-        now = time.time()
+        # before the wake: a crash between the two must not leave a running container without a
+        # start time (restart backoff and health-check start periods are measured from it)
+        sd.write_json(cdir / sd.STARTED, {"started_at": time.time()})
         try:
             fd = os.open(cdir / sd.FIFO, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:        # ENXIO: no reader, the init is gone
@@ -215,9 +219,6 @@ class LinuxRuntime:
             os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(cdir / sd.FIFO)
-        # written while the init execs, with the time taken before the wake (a reader in between sees
-        # no start time yet); an init that was gone (above) was never started
-        sd.write_json(cdir / sd.STARTED, {"started_at": now})
 
     def update_files(self, container_id: str, files: Sequence[FileSpec]) -> list[str]:
         """Rewrite changed config/secret files of a created or running container (rotation); returns

@@ -101,7 +101,7 @@ def _restart(req: dict[str, Any], ended: dict[str, Any], lock: contextlib.ExitSt
         os._exit(0)
     _start_init(fifo)
     now = time.time()
-    rec = statedir.read_json(os.path.join(cdir, statedir.STATE)) or {}
+    rec = statedir.read_state(cdir) or {}
     rec.update(pid=init_pid, start_time=statedir.start_time(init_pid) or 0)
     statedir.write_json(os.path.join(cdir, statedir.STATE), rec)
     statedir.write_json(os.path.join(cdir, statedir.STARTED), {"started_at": now})

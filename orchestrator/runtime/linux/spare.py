@@ -25,8 +25,8 @@ container start. None of it depends on the request, so the ``forkserver`` does i
 The server replaces a used spare after answering: at once when none is left, otherwise once it has been
 idle for a few milliseconds (``forkserver.SPARES``, ``IDLE_REFILL_S``), so the fork does not compete
 with the caller going on with the container just made. When the server goes away the spare
-monitor reads EOF, closes the init's channel (the init reads EOF and exits) and reaps it; ``discard``
-waits for that, so nothing outlives the server.
+monitor reads EOF, kills its init and reaps it; ``discard`` waits for that, so nothing outlives the
+server.
 
 Neighbours: ``forkserver`` (the server side), ``monitor`` (set-up protocol, supervision), ``init``.
 """
@@ -110,17 +110,20 @@ def hand_over(spare: Spare, raw: bytes) -> dict[str, Any] | None:
     takes the ordinary path. The spare is used up either way."""
     try:
         # length first: each reads one whole request, never waiting for an end of file. The init
-        # first: it is the one with work to do. A broken pipe: it is gone (it failed ahead), or the
-        # monitor is (its init with it, see ``_monitor_main``): nothing started.
+        # first: it is the one with work to do. A broken pipe there: it is gone (it failed ahead) and
+        # nothing started. Once it has the request, a monitor gone is a failed create, never a
+        # fallback: the init may already be at work on the rootfs the ordinary path would use.
         msg = struct.pack(">Q", len(raw)) + raw
         try:
-            for fd in (spare.init_w, spare.req_w):
-                view = memoryview(msg)
-                while view:
-                    view = view[os.write(fd, view):]
+            _write_all(spare.init_w, msg)
         except BrokenPipeError:
             return None
-        out = _read_all(spare.report_r)
+        try:
+            _write_all(spare.req_w, msg)
+        except BrokenPipeError:
+            out = b""
+        else:
+            out = _read_all(spare.report_r)
     finally:
         discard(spare, wait=False)
     if not out:
@@ -139,6 +142,12 @@ def discard(spare: Spare, *, wait: bool = True) -> None:
     if wait:
         with contextlib.suppress(ChildProcessError):     # the server's SIGCHLD handler may have reaped it
             os.waitpid(spare.pid, 0)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _read_all(fd: int) -> bytes:
@@ -198,9 +207,16 @@ def _monitor_main(req_fd: int, report_fd: int, init_req_fd: int, base_nice: int)
         os.close(req_fd)
         if raw is not None and _accepted(ahead):
             _restore_priority(base_nice)     # again: ours does not matter to the container, its init's does
-            req = json.loads(raw)
-            monitor._redirect_stdio(req["state_dir"])
-            monitor.serve(req, report_fd, lambda r: _spawn(r, ahead))
+            try:
+                req = json.loads(raw)
+                monitor._redirect_stdio(req["state_dir"])
+                monitor.serve(req, report_fd, lambda r: _spawn(r, ahead))
+            except BaseException:
+                # before or during _spawn (whose own failures kill it too): the init has the request
+                # and must not go on setting up a container whose create failed
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(ahead.pid, signal.SIGKILL)
+                raise
         else:
             # the server went away, or the init did not take the request (so it did nothing with it):
             # it is gone before the server takes the ordinary path, which uses the same rootfs and fifo
@@ -231,11 +247,11 @@ def _accepted(ahead: _Init) -> bool:
     init gone without saying so did nothing (it failed ahead, or it could not get the server's priority
     back and left): the request is declined and the ordinary path makes the container from scratch.
     Once it has said so, the create is ours to finish or to fail, never to hand back: its mounts may
-    already have touched the rootfs (a volatile overlay's marker, mount points in the upper dir)."""
+    already have touched the rootfs (the overlay's work dir, mount points made in the upper dir)."""
     ahead.chan.settimeout(monitor.SETUP_TIMEOUT_S)
     try:
         return ahead.chan.recv(16) == ACCEPTED
-    except OSError:                 # a reset (it left with our message unread), or the timeout
+    except OSError:                 # it went away abnormally, or the timeout
         return False
 
 

@@ -2,7 +2,9 @@
 
 Layout of ``<state_dir>/<id>/``::
 
-    state.json      written by ``native`` (API side): bundle, cgroup, pids + start times, created_at
+    creating.json   written by ``native`` (API side) before anything is made: bundle, cgroup, created_at
+    state.json      the same plus pids + start times, written once the processes exist (creating.json
+                    is then removed; ``read_state`` reads whichever there is)
     spec.json       the validated runtime spec (exec reuses its user, caps and env)
     seccomp.bpf     the compiled filter, if any (exec installs the same one)
     exec.fifo       present while the container is "created"; ``start`` writes one byte into it

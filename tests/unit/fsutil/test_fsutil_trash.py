@@ -49,3 +49,11 @@ def test_a_directory_on_another_filesystem_is_removed_in_place(tmp_path: Path,
     trash.discard(victim)
     assert not victim.exists()
     trash.close()
+
+
+def test_a_discard_after_close_removes_in_place(tmp_path: Path) -> None:
+    trash = Trash(tmp_path / "trash")
+    trash.close()
+    victim = _tree(tmp_path / "late")
+    trash.discard(victim)
+    assert not victim.exists() and os.listdir(tmp_path / "trash") == []
