@@ -1,6 +1,7 @@
 """Filesystem helpers shared by every layer: ``write_atomic`` (write a temp file, rename it),
-``read_if_present`` (a whole small file through a plain descriptor, None when it is not there) and
-``Trash`` (delete a directory tree now for every reader, on the disk in the background).
+``read_if_present`` (a whole small file through a plain descriptor, None when it is not there),
+``write_all`` (all of a buffer to a descriptor) and ``Trash`` (delete a directory tree now for every
+reader, on the disk in the background).
 
 It imports nothing from the rest of ``orchestrator`` so that any package (manifest excepted, which never
 writes) may use it under the import-linter contracts; callers translate ``OSError`` into their own typed
@@ -17,6 +18,13 @@ import secrets
 from pathlib import Path
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """All of ``data`` to ``fd`` (a pipe or a file may take less than asked in one write(2))."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_atomic(path: Path | str, data: bytes, *, mode: int = 0o600, fsync: bool = False) -> None:
     """Replace ``path`` with ``data`` so that a reader sees the old file or the whole new one, never a
     part. The temp file is ``.<name>.<pid>.<random>.tmp`` in the same directory (a rename does not cross
@@ -29,9 +37,7 @@ def write_atomic(path: Path | str, data: bytes, *, mode: int = 0o600, fsync: boo
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             if fsync:
                 os.fsync(fd)
         finally:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO, Protocol, cast
 
 from orchestrator.errors import ImageError, UnsafeArchiveError
+from orchestrator.fsutil import write_all
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -209,9 +210,7 @@ class _Extractor:
                 if not chunk:
                     raise ImageError(f"{self.archive}: entry {m.name!r}: truncated file data")
                 left -= len(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
+                write_all(fd, chunk)
             self._set_meta_fd(fd, m)
         finally:
             os.close(fd)

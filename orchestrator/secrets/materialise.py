@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Protocol
 
 from orchestrator.errors import RuntimeFailure
+from orchestrator.fsutil import write_all
 from orchestrator.secrets.value import SecretValue
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -140,9 +141,7 @@ def _write_atomic(dfd: int, name: str, data: bytes, meta: FileMeta, shown: str) 
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                      dir_fd=dfd)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fchown(fd, meta.uid, meta.gid)
             os.fchmod(fd, meta.mode)
         finally:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from orchestrator.errors import RuntimeFailure
+from orchestrator.fsutil import write_all
 from orchestrator.runtime.files import FileSpec, check_files, dir_mount_of, layout, normalise, plan_mounts
 from orchestrator.runtime.linux import rootfs, statedir
 from orchestrator.runtime.linux import syscalls as sc
@@ -91,9 +92,7 @@ def payload_fd(files: Sequence[FileSpec]) -> Iterator[int]:
         return
     fd = os.memfd_create(MEMFD_NAME, os.MFD_CLOEXEC)
     try:
-        view = memoryview(encode_payload(files))
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, encode_payload(files))
         yield fd
     finally:
         os.close(fd)

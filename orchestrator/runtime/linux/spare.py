@@ -42,6 +42,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from orchestrator.fsutil import write_all
 from orchestrator.runtime.linux import init, monitor
 from orchestrator.runtime.linux import syscalls as sc
 from orchestrator.runtime.linux.spec import namespace_plan
@@ -115,11 +116,11 @@ def hand_over(spare: Spare, raw: bytes) -> dict[str, Any] | None:
         # fallback: the init may already be at work on the rootfs the ordinary path would use.
         msg = struct.pack(">Q", len(raw)) + raw
         try:
-            _write_all(spare.init_w, msg)
+            write_all(spare.init_w, msg)
         except BrokenPipeError:
             return None
         try:
-            _write_all(spare.req_w, msg)
+            write_all(spare.req_w, msg)
         except BrokenPipeError:
             out = b""
         else:
@@ -142,12 +143,6 @@ def discard(spare: Spare, *, wait: bool = True) -> None:
     if wait:
         with contextlib.suppress(ChildProcessError):     # the server's SIGCHLD handler may have reaped it
             os.waitpid(spare.pid, 0)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _read_all(fd: int) -> bytes:
