@@ -45,7 +45,6 @@ if TYPE_CHECKING:     # the server imports it in serve(); the API process (ForkS
     from orchestrator.runtime.linux.spare import Spare
 
 _MAX_MSG = 4 << 20
-DEFAULT_CGROUP_ROOT = "/sys/fs/cgroup"
 SPARES = 2                 # warm spares per server (``spare``)
 IDLE_REFILL_S = 0.005      # how long to be idle before making one while another is left
 
@@ -210,7 +209,7 @@ def serve(sock: socket.socket) -> None:
             __import__(f"orchestrator.runtime.linux.{name}")
     from orchestrator.runtime.linux import capabilities
     capabilities.last_cap()             # cached here once, not read again by every init
-    _warm_cgroups(DEFAULT_CGROUP_ROOT)
+    _warm_cgroups()
     # keep the children's copy-on-write pages shared: no collector passes touching every object
     gc.collect()
     gc.freeze()
@@ -226,14 +225,13 @@ def serve(sock: socket.socket) -> None:
             spare.discard(s)
 
 
-def _warm_cgroups(root: str) -> None:
-    """Detect the cgroup layout of ``root`` here, once (``cgroups.driver_for``), so that the children
+def _warm_cgroups() -> None:
+    """Detect the default cgroup root's layout here, once (``cgroups.driver_for``), so that the children
     we fork do not: an exec helper joining a container's cgroup, a Python supervisor reading OOM
     kills (~0.7 ms each)."""
-    from pathlib import Path
     with contextlib.suppress(ImportError, OSError, RuntimeFailure):
         from orchestrator.runtime.linux.cgroups import driver_for
-        driver = driver_for(Path(root))
+        driver = driver_for()
         driver.cgroup(driver.default_parent()).dirs()          # and each hierarchy's real path
 
 

@@ -60,7 +60,6 @@ class LinuxRuntime:
         self.log_max_bytes = log_max_bytes
         # the C half of the monitor (cmonitor.py); "" keeps the Python supervision loop
         self._supervisor = cmonitor.build(self.state_dir / ".bin") if c_supervisor else ""
-        self._drivers: dict[Path, CgroupDriver] = {}
         self._servers = ServerPool(max(1, min(4, os.cpu_count() or 1)))
         self._trash = Trash(self.state_dir / ".trash")
 
@@ -86,13 +85,9 @@ class LinuxRuntime:
     # ---- cgroups ------------------------------------------------------------------------------------
 
     def _driver(self, root: Path | None = None) -> CgroupDriver:
-        """The cgroup driver of a hierarchy root, detected once (statfs, /proc/self/cgroup) per root."""
-        key = self.cgroup_root if root is None else root
-        driver = self._drivers.get(key)
-        if driver is None:
-            from orchestrator.runtime.linux.cgroups import open_driver
-            driver = self._drivers[key] = open_driver(key)
-        return driver
+        """The cgroup driver of a hierarchy root, detected once per root and process (``driver_for``)."""
+        from orchestrator.runtime.linux.cgroups import driver_for
+        return driver_for(self.cgroup_root if root is None else root)
 
     def _recorded_cgroup(self, rec: dict[str, Any]) -> Cgroup:
         """The cgroup a container's record holds (hierarchy root and path): the one seam every

@@ -59,7 +59,7 @@ def open_driver(cgroup_root: Path = Path("/sys/fs/cgroup"), *, statfs: StatfsTyp
 _DRIVERS: dict[Path, CgroupDriver] = {}
 
 
-def driver_for(cgroup_root: Path) -> CgroupDriver:
+def driver_for(cgroup_root: Path = Path("/sys/fs/cgroup")) -> CgroupDriver:
     """``open_driver`` once per root and process. The fork server calls it before forking, so the
     children that join or read a container's cgroup (exec helpers, the Python supervisor) inherit the
     detected layout and each hierarchy's resolved path (~0.7 ms per child otherwise)."""
