@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from orchestrator.errors import RuntimeFailure
 
 if TYPE_CHECKING:     # the server imports it in serve(); the API process (ForkServer) never needs it
+    from orchestrator.runtime.linux.cspare import Programs
     from orchestrator.runtime.linux.spare import Spare
 
 _MAX_MSG = 4 << 20
@@ -61,8 +62,12 @@ def sealed_interpreter() -> int:
     helper keep /proc/PID/map_files out of the container's reach. Callers exec it via
     ``/proc/self/fd/N`` with ``argv[0] = sys.executable`` and close their descriptor afterwards.
     """
-    exe = os.path.realpath(sys.executable)
-    fd = os.memfd_create("orchestrator-python", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    return sealed_copy(os.path.realpath(sys.executable), "orchestrator-python")
+
+
+def sealed_copy(exe: str, name: str) -> int:
+    """``sealed_interpreter`` for any program: ``orch-init`` is run from one too (``spare``)."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         src = os.open(exe, os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -148,11 +153,12 @@ def _child_reply(sock: socket.socket, body: Callable[[int], object], died: str, 
 def _create(req: dict[str, Any], fds: list[int], sock: socket.socket, raw: bytes,
             spares: list[Spare]) -> dict[str, Any]:
     from orchestrator.runtime.linux import spare
-    if spares and spare.usable(req):
+    sent = spare.requests(spares[0], req, raw) if spares else None
+    if sent is not None:
         ready = spares.pop(0)             # the oldest: its set-up is surely done
         ends = ready.ends()
         try:
-            reply = spare.hand_over(ready, raw)
+            reply = spare.hand_over(ready, *sent)
         finally:
             _SERVER_ONLY.difference_update(ends)      # closed by hand_over
         if reply is not None:
@@ -201,7 +207,7 @@ def _in_child(sock: socket.socket, body: Any) -> NoReturn:
         os._exit(1)
 
 
-def serve(sock: socket.socket) -> None:
+def serve(sock: socket.socket, programs: Programs | None = None) -> None:
     # everything the children need is imported once, here, so a fork costs no import time
     from orchestrator.runtime.linux import execproc, filemounts, init, monitor  # noqa: F401
     for name in ("cgroups", "seccomp", "capabilities"):
@@ -219,7 +225,7 @@ def serve(sock: socket.socket) -> None:
     from orchestrator.runtime.linux import spare
     spares: list[Spare] = []        # up to SPARES, made while we wait for the next request
     try:
-        _serve(sock, spares)
+        _serve(sock, spares, programs)
     finally:
         for s in spares:
             spare.discard(s)
@@ -244,10 +250,10 @@ def _readable(sock: socket.socket, timeout_s: float) -> bool:
         return True
 
 
-def _add_spare(sock: socket.socket, spares: list[Spare]) -> bool:
-    from orchestrator.runtime.linux import spare
+def _add_spare(sock: socket.socket, spares: list[Spare], programs: Programs | None) -> bool:
+    from orchestrator.runtime.linux import cspare, spare
     try:
-        made = spare.fork(lambda body: _in_child(sock, body))
+        made = cspare.spawn(programs) if programs else spare.fork(lambda body: _in_child(sock, body))
     except OSError:                  # no spare (EAGAIN, ENOMEM): the ordinary path
         return False
     spares.append(made)
@@ -255,15 +261,15 @@ def _add_spare(sock: socket.socket, spares: list[Spare]) -> bool:
     return True
 
 
-def _serve(sock: socket.socket, spares: list[Spare]) -> None:
+def _serve(sock: socket.socket, spares: list[Spare], programs: Programs | None) -> None:
     for _ in range(SPARES):                  # at start: all of them
-        if not _add_spare(sock, spares):
+        if not _add_spare(sock, spares, programs):
             break
     while True:
         # after a create: with none left at once; otherwise once we have been idle a moment, so the
         # fork does not compete for the CPU with the caller going on with the container just made
         while len(spares) < SPARES and (not spares or not _readable(sock, IDLE_REFILL_S)):
-            if not _add_spare(sock, spares):
+            if not _add_spare(sock, spares, programs):
                 break
         try:
             data, fds, _flags, _addr = socket.recv_fds(sock, _MAX_MSG, 8)
@@ -294,7 +300,9 @@ def _serve(sock: socket.socket, spares: list[Spare]) -> None:
 class ForkServer:
     """Client side: starts the server process and sends it one request at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, c_spare: tuple[str, str] | None = None) -> None:
+        """``c_spare``: the paths of ``orch-spare`` and ``orch-init`` (``cmonitor``): the server's warm
+        spares are then C ones (``cspare``), otherwise Python ones (``spare``)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for s in (ours, theirs):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _MAX_MSG)
@@ -307,7 +315,7 @@ class ForkServer:
             # only the binary the kernel maps (and /proc/self/exe) is the sealed copy
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "orchestrator.runtime.linux.forkserver", str(theirs.fileno()),
-                 str(exe)],
+                 str(exe), *(c_spare or ())],
                 executable=f"/proc/self/fd/{exe}", pass_fds=[theirs.fileno(), exe],
                 stdin=subprocess.DEVNULL, close_fds=True)
         except OSError as exc:
@@ -349,7 +357,15 @@ def main(argv: list[str]) -> None:
     sock = socket.socket(fileno=int(argv[1]))
     if len(argv) > 2:
         os.close(int(argv[2]))        # the sealed copy we were exec'd from: mapped now, fd not needed
-    serve(sock)
+    os.set_inheritable(sock.fileno(), False)     # passed to us inheritable; no program we spawn may hold it
+    programs = None
+    if len(argv) > 4:
+        # kept open for the C spares; without them (unreadable, no memfd) the spares are Python ones
+        from orchestrator.runtime.linux.cspare import Programs
+        with contextlib.suppress(OSError):
+            programs = Programs(argv[3], sealed_copy(argv[4], "orch-init"),
+                                os.open("/proc/self/exe", os.O_RDONLY | os.O_CLOEXEC))
+    serve(sock, programs)
 
 
 if __name__ == "__main__":

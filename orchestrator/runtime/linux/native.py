@@ -46,13 +46,15 @@ def _check_id(container_id: str) -> None:
 class LinuxRuntime:
     """Containers from OCI bundles on this kernel. Call :meth:`close` (or use ``with``) when done; running
     containers are not affected by it. ``c_supervisor=False`` keeps each monitor in Python after set-up
-    (no C compiler needed, ~20 MB of memory per running container instead of ~0.2 MB)."""
+    (no C compiler needed, ~20 MB of memory per running container instead of ~0.2 MB); ``c_init=False``
+    makes warm spares Python ones (``spare``: every container init in Python), not C ones (``cspare``,
+    which also need the C supervisor)."""
 
     name = "native"
 
     def __init__(self, state_dir: Path, cgroup_root: Path = Path("/sys/fs/cgroup"),
                  cgroup_parent: str = "", *, log_max_bytes: int = 10 << 20,
-                 c_supervisor: bool = True) -> None:
+                 c_supervisor: bool = True, c_init: bool = True) -> None:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.cgroup_root = Path(cgroup_root)
@@ -60,7 +62,13 @@ class LinuxRuntime:
         self.log_max_bytes = log_max_bytes
         # the C half of the monitor (cmonitor.py); "" keeps the Python supervision loop
         self._supervisor = cmonitor.build(self.state_dir / ".bin") if c_supervisor else ""
-        self._servers = ServerPool(max(1, min(4, os.cpu_count() or 1)))
+        # warm spares in C (cspare: its monitor and init), which the C supervisor needs; else Python
+        c_spare = None
+        if c_init and self._supervisor:
+            paths = [cmonitor.build(self.state_dir / ".bin", source, name) for source, name in
+                     ((cmonitor.SPARE_SOURCE, "orch-spare"), (cmonitor.INIT_SOURCE, "orch-init"))]
+            c_spare = (paths[0], paths[1]) if all(paths) else None
+        self._servers = ServerPool(max(1, min(4, os.cpu_count() or 1)), c_spare)
         self._trash = Trash(self.state_dir / ".trash")
 
     def __enter__(self) -> LinuxRuntime:

@@ -21,8 +21,9 @@ class ServerPool:
     server would serialise their set-ups). A no-op apply or a ``ps`` never starts one: each is a second
     interpreter (~0.3 s of CPU). Popen is fork+exec, so starting one with threads running is safe."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, c_spare: tuple[str, str] | None = None) -> None:
         self._size = size
+        self.c_spare = c_spare           # orch-spare's and orch-init's paths (None: Python spares)
         self._cond = threading.Condition()
         self._idle: list[ForkServer] = []
         self._all: list[ForkServer] = []
@@ -40,7 +41,7 @@ class ServerPool:
                 self._starting += 1
         if server is None:
             try:
-                server = ForkServer()
+                server = ForkServer(self.c_spare)
             finally:
                 with self._cond:
                     self._starting -= 1

@@ -43,11 +43,11 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from orchestrator.fsutil import write_all
-from orchestrator.runtime.linux import init, monitor
+from orchestrator.runtime.linux import init, initplan, monitor
 from orchestrator.runtime.linux import syscalls as sc
 from orchestrator.runtime.linux.spec import namespace_plan
 
-AHEAD = sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS     # made by the spare init before a request
+AHEAD = initplan.AHEAD       # network, IPC and UTS: made by the spare init before a request
 NICE = 5                     # how much lower the priority of a spare being made is (see ``fork``)
 ACCEPTED = b"accepted"       # the spare init to its monitor: it has the request and works on it
 
@@ -55,12 +55,13 @@ ACCEPTED = b"accepted"       # the spare init to its monitor: it has the request
 @dataclass
 class Spare:
     """Server side: the spare monitor's pid, the pipes its request and its init's go into, the pipe of
-    its report."""
+    its report; whether it is the C spare (``cspare``: orch-spare and orch-init) or this module's."""
 
     pid: int
     req_w: int
     report_r: int
     init_w: int
+    c: bool = False
 
     def ends(self) -> tuple[int, int, int]:
         """The server's ends: no other child of the server may hold them (see ``forkserver``)."""
@@ -73,6 +74,18 @@ def usable(req: dict[str, Any]) -> bool:
     plan = namespace_plan(req["spec"])
     return not plan.new_user and not plan.joins and bool(plan.new_flags & sc.CLONE_NEWPID) \
         and plan.new_flags & AHEAD == AHEAD
+
+
+def requests(spare: Spare, req: dict[str, Any], raw: bytes) -> tuple[bytes, bytes] | None:
+    """What ``spare``'s init and monitor are sent for ``req`` (``raw``: its JSON as the API sent it,
+    which is what ours read; the C spare's are compiled by ``cspare``); None when the spare cannot
+    take it (it is then kept for a later request)."""
+    if not usable(req):
+        return None
+    if spare.c:
+        from orchestrator.runtime.linux import cspare
+        return cspare.requests(req, raw)
+    return raw, raw
 
 
 def fork(in_child: Any) -> Spare:
@@ -105,22 +118,22 @@ def fork(in_child: Any) -> Spare:
     return Spare(pid, req_w, report_r, init_w)
 
 
-def hand_over(spare: Spare, raw: bytes) -> dict[str, Any] | None:
-    """The spare's report on ``raw`` (a create request); None when the spare could not take it (gone,
-    its init failed ahead, or it may not restore its priority): nothing was started, and the caller
-    takes the ordinary path. The spare is used up either way."""
+def hand_over(spare: Spare, for_init: bytes, for_monitor: bytes) -> dict[str, Any] | None:
+    """The spare's report on a create request (what its init and its monitor get: ``requests``);
+    None when the spare could not take it (gone, its init failed ahead, or it may not restore its
+    priority): nothing was started, and the caller takes the ordinary path. The spare is used up
+    either way."""
     try:
         # length first: each reads one whole request, never waiting for an end of file. The init
         # first: it is the one with work to do. A broken pipe there: it is gone (it failed ahead) and
         # nothing started. Once it has the request, a monitor gone is a failed create, never a
         # fallback: the init may already be at work on the rootfs the ordinary path would use.
-        msg = struct.pack(">Q", len(raw)) + raw
         try:
-            write_all(spare.init_w, msg)
+            write_all(spare.init_w, struct.pack(">Q", len(for_init)) + for_init)
         except BrokenPipeError:
             return None
         try:
-            write_all(spare.req_w, msg)
+            write_all(spare.req_w, struct.pack(">Q", len(for_monitor)) + for_monitor)
         except BrokenPipeError:
             out = b""
         else:

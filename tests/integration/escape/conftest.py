@@ -1,8 +1,8 @@
 """Fixtures for the adversarial escape suite (helpers in ``escapekit``).
 
-One ``LinuxRuntime`` (one fork server) serves the whole session under its own cgroup parent, created
-before the first test so the per-test leak check only sees what a test itself made; ``esc`` force-deletes
-every container a test made when it ends.
+One ``LinuxRuntime`` (one fork server) per init flavour serves the session under its own cgroup parent,
+created before the first test so the per-test leak check only sees what a test itself made; ``esc``
+force-deletes every container a test made when it ends.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from orchestrator.reconcile.bundle import BundleBuilder
 from orchestrator.settings import Settings
 
 
-@pytest.fixture(scope="session")
-def escape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Escape]:
+@pytest.fixture(scope="session", params=["c-init", "py-init"])
+def escape(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Escape]:
+    """Twice: with warm spares' container init in C (``init.c``, the default) and in Python (``init``,
+    which every other create uses): each attack is tried against both."""
     if os.geteuid() != 0:
         pytest.skip("NEEDS ROOT: real-kernel test skipped (run the suite as root)")
     if not shutil.which("gcc"):
@@ -41,7 +43,7 @@ def escape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Escape]:
     build_rootfs(rootfs, probe, host_dir)
     settings = Settings.from_env(str(base / "state"))
     parent = f"orchestrator-escape-{uuid.uuid4().hex[:8]}"
-    rt = LinuxRuntime(base / "runtime", cgroup_parent=parent)
+    rt = LinuxRuntime(base / "runtime", cgroup_parent=parent, c_init=request.param == "c-init")
     env = Escape(base, rootfs, host_marker, host_dir, rt, parent, settings, BundleBuilder(settings))
     # one container before any test: the cgroup parent then exists before the first leak snapshot
     env.run(base, env.config(env.service(["true"])))

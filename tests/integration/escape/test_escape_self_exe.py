@@ -79,10 +79,28 @@ def test_exec_proc_self_exe_does_not_run_a_host_binary(esc: Escape, tmp_path: Pa
     assert not _ran_host_binary(out), f"exec ran the host's {parse(out).get('exe')} ({res.stderr!r})"
 
 
+# what the C container init (orch-init, a warm spare's) says when a ``#!/proc/self/exe`` script runs it
+# again as the container's program: it is its sealed copy, and it refuses to act as a program
+C_INIT_REFUSAL = "orch-init: the orchestrator's container init, not a program to run"
+
+
+def _runs(out: list[str], err: list[str]) -> list[str]:
+    """One entry per run of ``/evil``: the exe a Python init's run reported, or the C init's refusal."""
+    return [line.split(" ", 1)[1] for line in out if line.startswith("exe ")] + \
+        [line for line in err if line == C_INIT_REFUSAL]
+
+
+def _init_exe_is_sealed(esc: Escape, cid: str) -> None:
+    """The created container's init runs from a sealed memfd: what ``#!/proc/self/exe`` resolves to."""
+    exe = os.readlink(f"/proc/{esc.runtime.state(cid).pid}/exe")
+    assert exe.startswith("/memfd:"), exe
+
+
 def _shebang_script(top: Path) -> None:
     """``/evil``: a script whose interpreter is ``/proc/self/exe``; the kernel resolves it in the process
     that execs the script (the init, the exec helper), so no argv[0] check can see it: only the sealed
-    copy of the interpreter keeps this from running the host's file. Python reads the rest as code."""
+    copy of the interpreter (or of the C init) keeps this from running the host's file. Python reads the
+    rest as code; the C init refuses to run as a program (``C_INIT_REFUSAL``)."""
     script = top / "evil"
     script.write_text("#!/proc/self/exe -S\n" + CODE.replace("; ", "\n") + "\n")
     script.chmod(0o755)
@@ -92,10 +110,17 @@ def test_shebang_proc_self_exe_does_not_run_a_host_binary(esc: Escape, tmp_path:
     top = tmp_path / "image-top"
     hostile_layer(top)
     _shebang_script(top)
-    _st, out, err = esc.run(tmp_path, esc.config(esc.service(["/evil"], env={"PYTHONHOME": "/pyhome"})),
-                            top=top)
-    assert parse(out).get("exe", "").startswith("/memfd:"), (out, err)     # it ran, from the sealed copy
-    assert not _ran_host_binary(out), f"the container ran the host's {parse(out).get('exe')} ({err})"
+    config = esc.config(esc.service(["/evil"], env={"PYTHONHOME": "/pyhome"}))
+    config["annotations"][restart.POLICY] = "never"     # one run: the C init refuses, python prints
+    cid = esc.create(tmp_path, config, top=top)
+    _init_exe_is_sealed(esc, cid)
+    esc.runtime.start(cid)
+    esc.runtime.wait(cid, timeout=20)
+    lines = list(esc.runtime.logs(cid))
+    out = [ln.text for ln in lines if ln.stream == "stdout"]
+    runs = _runs(out, [ln.text for ln in lines if ln.stream == "stderr"])
+    assert len(runs) == 1 and (runs[0] == C_INIT_REFUSAL or runs[0].startswith("/memfd:")), runs
+    assert not _ran_host_binary(out), f"the container ran the host's {parse(out).get('exe')}"
 
 
 def test_exec_shebang_proc_self_exe_does_not_run_a_host_binary(esc: Escape, tmp_path: Path) -> None:
@@ -119,6 +144,7 @@ def test_restarted_shebang_proc_self_exe_does_not_run_a_host_binary(esc: Escape,
     config["annotations"] = {restart.POLICY: "on-failure", restart.MAX_RETRIES: "1",
                              restart.BACKOFF_INITIAL: "0.05", restart.BACKOFF_MAX: "1"}
     cid = esc.create(tmp_path, config, top=top)
+    _init_exe_is_sealed(esc, cid)
     esc.runtime.start(cid)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -127,6 +153,9 @@ def test_restarted_shebang_proc_self_exe_does_not_run_a_host_binary(esc: Escape,
                 and st.annotations.get(restart.RESTARTING) != "true":
             break
         time.sleep(0.05)
-    exes = [ln.text for ln in esc.runtime.logs(cid) if ln.stream == "stdout" and ln.text.startswith("exe ")]
-    assert len(exes) == 2, exes                                             # the first run and the restart
-    assert all(e.startswith("exe /memfd:") for e in exes), f"a run used the host's interpreter: {exes}"
+    lines = list(esc.runtime.logs(cid))
+    runs = _runs([ln.text for ln in lines if ln.stream == "stdout"],
+                 [ln.text for ln in lines if ln.stream == "stderr"])
+    assert len(runs) == 2, runs                                             # the first run and the restart
+    assert all(r == C_INIT_REFUSAL or r.startswith("/memfd:") for r in runs), \
+        f"a run used the host's interpreter: {runs}"

@@ -62,13 +62,19 @@ def _ns(pid: int, kind: str) -> str:
     return os.readlink(f"/proc/{pid}/ns/{kind}")
 
 
-def test_spare_is_made_ahead_in_its_own_namespaces_and_goes_away_with_the_server() -> None:
-    server = ForkServer()
+@pytest.mark.parametrize("c_init", [True, False], ids=["c-init", "py-init"])
+def test_spare_is_made_ahead_in_its_own_namespaces_and_goes_away_with_the_server(c_init: bool,
+                                                                                 tmp_path: Path) -> None:
+    from orchestrator.runtime.linux import cmonitor
+    server = ForkServer((cmonitor.build(tmp_path, cmonitor.SPARE_SOURCE, "orch-spare"),
+                         cmonitor.build(tmp_path, cmonitor.INIT_SOURCE, "orch-init")) if c_init else None)
     every: list[int] = []
     mon = init = 0
     try:
         mon, init = _spare_pids(server.pid)
         assert _status(init, "NSpid").split()[-1] == "1"            # PID 1 of a new pid namespace
+        assert os.readlink(f"/proc/{init}/exe").startswith("/memfd:orch-init" if c_init else "/memfd:")
+        assert _status(init, "SigBlk") == "0000000000000000"
         for kind in ("net", "ipc", "uts"):                           # made ahead (just after the fork)
             deadline = time.monotonic() + 5
             while _ns(init, kind) == _ns(os.getpid(), kind) and time.monotonic() < deadline:
@@ -159,7 +165,7 @@ def test_a_spare_whose_init_died_ahead_is_passed_over(runtime: Any, bundles: Any
     nothing started, and the ordinary path serves the create; the spare's monitor goes away."""
     from orchestrator.runtime.linux.serverpool import ServerPool
     runtime._servers.close()
-    runtime._servers = ServerPool(1)
+    runtime._servers = ServerPool(1, runtime._servers.c_spare)
     bundle, rootfs = bundles.make(["sleep", "30"])
     runtime.create("first", bundle, rootfs)             # starts the server and its spares
     server = runtime._server.pid
@@ -187,7 +193,8 @@ def test_a_spare_whose_init_died_ahead_is_passed_over(runtime: Any, bundles: Any
         runtime.delete(cid, force=True)
 
 
-def test_a_spare_that_may_not_restore_its_priority_declines(bundles: Any, state_root: Path,
+@pytest.mark.parametrize("c_init", [True, False], ids=["c-init", "py-init"])
+def test_a_spare_that_may_not_restore_its_priority_declines(c_init: bool, bundles: Any, state_root: Path,
                                                              tmp_path: Path) -> None:
     """Without CAP_SYS_NICE a spare cannot undo its lower priority: it declines every request (its
     init, which already has the request, is killed first) and the ordinary path makes the container,
@@ -214,7 +221,8 @@ import json, os
 from pathlib import Path
 from orchestrator.runtime.base import Mount
 from orchestrator.runtime.linux.native import LinuxRuntime
-with LinuxRuntime(Path({str(state_root / "containers")!r}), cgroup_parent={parent!r}) as rt:
+with LinuxRuntime(Path({str(state_root / "containers")!r}), cgroup_parent={parent!r},
+                  c_init={c_init!r}) as rt:
     mounts = [Mount(**m) for m in {[dataclasses.asdict(m) for m in rootfs]!r}]
     st = rt.create("declined", Path({str(bundle)!r}), mounts)
     with open(f"/proc/{{st.pid}}/stat") as f:
@@ -239,7 +247,7 @@ def test_a_create_does_not_wait_for_a_running_exec(runtime: Any, bundles: Any) -
 
     from orchestrator.runtime.linux.serverpool import ServerPool
     runtime._servers.close()
-    runtime._servers = ServerPool(1)                    # the exec and the create on one server
+    runtime._servers = ServerPool(1, runtime._servers.c_spare)     # the exec and the create on one server
     bundle, rootfs = bundles.make(["sleep", "30"])
     runtime.create("execd", bundle, rootfs)
     runtime.start("execd")

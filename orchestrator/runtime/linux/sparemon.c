@@ -1,0 +1,358 @@
+/*
+ * orch-spare: a warm spare's monitor, in C; with orch-init (init.c), the spare spare.py makes.
+ *
+ * The fork server posix_spawns this ahead of a create (no fork of a 20 MB interpreter, so no page
+ * tables to copy and no copy-on-write faults in the server afterwards). It becomes a monitor (setsid,
+ * SIGTERM blocked for good, child subreaper, named orch-monitor), unshares a pid namespace for its
+ * children and spawns orch-init from its sealed copy: PID 1 there, which makes its network, IPC and
+ * UTS namespaces and waits. Then, as monitor.serve does for the Python spare:
+ *
+ *   1. read the request the server compiled for us (spare.monitor_request): 8-byte big-endian length,
+ *      then NUL-terminated key/value pairs (state_dir, bundle, restart_json, cgroup..., supervisor,
+ *      arg...); an end of file first means the server went away: kill the init, exit;
+ *   2. wait for the init's "accepted" (it has its own request); without it the spare declines
+ *      ({"declined": true}) and the server takes the ordinary path, nothing having been done;
+ *   3. stdout/stderr to STATE_DIR/monitor.err; restart.json written when there is a policy;
+ *   4. move the init into its cgroup (each dir's cgroup.procs) and tell it ("cgroup");
+ *   5. wait for "ready", or an error report ("error" message op path errno step, NUL-separated),
+ *      which becomes the create's error as monitor._setup words it; on any failure the init is killed;
+ *   6. report {"ok": true, "pid", "start_time", "monitor_pid", "monitor_start_time"} and exec
+ *      orch-supervise (same pid: the init's parent) with the container's stdout/stderr as fds 3 and 4.
+ *
+ * usage: orch-spare BASE_NICE
+ * fds: 3 the request pipe, 4 the report pipe, 5 the init's request pipe (handed to it as its fd 4),
+ *      6 orch-init (sealed memfd), 7 the sealed interpreter (the restarter's, monitor.EXE_FD).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REQ 3
+#define REPORT 4
+#define INIT_REQ 5
+#define INIT_EXE 6
+#define PY_EXE 7
+#define EXE_FD 6                   /* where orch-supervise's restarter expects the interpreter */
+#define SETUP_TIMEOUT_MS 60000     /* monitor.SETUP_TIMEOUT_S */
+#define MAX_ARGS 64
+#define MAX_DIRS 32
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
+extern char **environ;
+static pid_t init_pid = -1;
+static int chan = -1;
+static const char *bundle = "";
+
+static size_t json_str(char *out, size_t cap, const char *s) {
+    size_t n = 0;
+    out[n++] = '"';
+    for (; *s && n + 8 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c < 0x20) {
+            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    out[n++] = '"';
+    return n;
+}
+
+static void kill_init(void) {
+    if (init_pid > 0) {
+        kill(init_pid, SIGKILL);
+        while (waitpid(init_pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+        init_pid = -1;
+    }
+}
+
+/* the create's error, as monitor.report_failure words a RuntimeFailure; the init dies first */
+static void __attribute__((noreturn)) fail(const char *op, const char *path, int err, const char *fmt, ...) {
+    char message[4096], buf[16384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    kill_init();
+    size_t n = (size_t)snprintf(buf, sizeof buf, "{\"ok\": false, \"error\": {\"message\": ");
+    n += json_str(buf + n, sizeof buf - n - 64, message);
+    n += (size_t)snprintf(buf + n, sizeof buf - n, ", \"op\": ");
+    n += json_str(buf + n, sizeof buf - n - 64, op);
+    n += (size_t)snprintf(buf + n, sizeof buf - n, ", \"path\": ");
+    n += json_str(buf + n, sizeof buf - n - 64, path);
+    n += (size_t)snprintf(buf + n, sizeof buf - n, ", \"errno\": %d, \"step\": \"monitor\"}}", err);
+    if (write(REPORT, buf, n) < 0)
+        dprintf(2, "%s\n", buf);
+    _exit(1);
+}
+
+static int read_exact(int fd, void *buf, size_t len) {
+    for (size_t done = 0; done < len;) {
+        ssize_t got = read(fd, (char *)buf + done, len - done);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return -1;
+        done += (size_t)got;
+    }
+    return 0;
+}
+
+/* one message from the init, waiting at most the set-up timeout; 0 when it closed its end */
+static ssize_t recv_init(char *buf, size_t cap) {
+    struct pollfd p = {.fd = chan, .events = POLLIN};
+    for (;;) {
+        int ready = poll(&p, 1, SETUP_TIMEOUT_MS);
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready == 0)
+            fail("create", "", 0, "container init did not finish set-up in time");
+        ssize_t got = recv(chan, buf, cap - 1, 0);
+        if (got < 0 && (errno == EINTR || errno == ECONNRESET))
+            continue;       /* a reset comes once, ahead of the report still queued (monitor._setup) */
+        if (got < 0)
+            fail("create", "", errno, "container init channel: %s", strerror(errno));
+        buf[got] = 0;
+        return got;
+    }
+}
+
+static long long start_time(pid_t pid) {
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');        /* comm may hold spaces and parentheses */
+    for (int field = 2; p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    return p ? atoll(p + 1) : 0;
+}
+
+/* write-then-rename under a name of our own (fsutil.write_atomic), no fsync (statedir.write_json) */
+static void write_atomic(const char *dir, const char *name, const char *data) {
+    char path[4200], tmp[4300];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(tmp, sizeof tmp, "%s/.%s.%d.spare.tmp", dir, name, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    size_t len = strlen(data);
+    if (fd < 0 || write(fd, data, len) != (ssize_t)len || close(fd) < 0 || rename(tmp, path) < 0) {
+        int err = errno;
+        unlink(tmp);
+        fail("write", path, err, "cannot write %s: %s", name, strerror(err));
+    }
+}
+
+static pid_t spawn_init(int base, int theirs, int out_w, int err_w) {
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t none;
+    char *argv[] = {"orch-init", NULL, NULL};
+    char nice_arg[16], exe[32];
+    pid_t pid;
+    snprintf(nice_arg, sizeof nice_arg, "%d", base);
+    argv[1] = nice_arg;
+    snprintf(exe, sizeof exe, "/proc/self/fd/%d", INIT_EXE);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, theirs, 3);
+    posix_spawn_file_actions_adddup2(&fa, INIT_REQ, 4);
+    posix_spawn_file_actions_adddup2(&fa, out_w, 1);
+    posix_spawn_file_actions_adddup2(&fa, err_w, 2);
+    posix_spawnattr_init(&attr);
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);        /* ours blocks SIGTERM; the container's must not */
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    char *env[] = {NULL};
+    int err = posix_spawn(&pid, exe, &fa, &attr, argv, env);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (err) {
+        errno = err;
+        return -1;
+    }
+    return pid;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2)
+        return 2;
+    int base = atoi(argv[1]);
+    setpriority(PRIO_PROCESS, 0, base + 5 > 19 ? 19 : base + 5);    /* spare.fork: made at low priority */
+    for (int fd = REQ; fd <= PY_EXE; fd++)
+        fcntl(fd, F_SETFD, FD_CLOEXEC);             /* none of ours may reach the init */
+    setsid();                                       /* no terminal signals from the CLI */
+    sigset_t mask;                                  /* monitor.become_monitor */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    prctl(PR_SET_NAME, "orch-monitor", 0, 0, 0);
+
+    /* the init, ahead of the request: PID 1 of our children's pid namespace */
+    int pair[2], out[2], errp[2];
+    if (unshare(CLONE_NEWPID) < 0 || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0 ||
+        pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0)
+        return 1;
+    init_pid = spawn_init(base, pair[1], out[1], errp[1]);
+    close(pair[1]);
+    close(out[1]);
+    close(errp[1]);
+    close(INIT_REQ);         /* the init's alone: the server's write fails once the init is gone */
+    close(INIT_EXE);
+    chan = pair[0];
+    if (init_pid < 0)
+        return 1;
+    setpriority(PRIO_PROCESS, 0, base);             /* made; wait at the server's priority */
+
+    /* 1. the request */
+    unsigned char head[8];
+    uint64_t len = 0;
+    if (read_exact(REQ, head, 8) < 0) {
+        kill_init();                                /* never used: the server went away */
+        return 0;
+    }
+    for (int i = 0; i < 8; i++)
+        len = len << 8 | head[i];
+    char *raw = malloc(len + 1);
+    if (!raw || read_exact(REQ, raw, len) < 0) {
+        kill_init();
+        return 0;
+    }
+    raw[len] = 0;
+    close(REQ);
+
+    /* 2. the init's acceptance (spare._accepted): before it, nothing was done with the request */
+    char msg[16384];
+    struct pollfd p = {.fd = chan, .events = POLLIN};
+    ssize_t got = poll(&p, 1, SETUP_TIMEOUT_MS) == 1 ? recv(chan, msg, sizeof msg - 1, 0) : -1;
+    if (got != 8 || memcmp(msg, "accepted", 8)) {
+        kill_init();
+        if (write(REPORT, "{\"declined\": true}", 18) < 0)
+            return 1;
+        return 0;
+    }
+    setpriority(PRIO_PROCESS, 0, base);
+
+    const char *state_dir = "", *restart_json = "", *supervisor = "", *dirs[MAX_DIRS];
+    char *args[MAX_ARGS + 5];
+    int ndirs = 0, nargs = 0;
+    for (char *k = raw; k < raw + len;) {
+        char *v = k + strlen(k) + 1;
+        if (v >= raw + len)
+            break;
+        if (!strcmp(k, "state_dir"))
+            state_dir = v;
+        else if (!strcmp(k, "bundle"))
+            bundle = v;
+        else if (!strcmp(k, "restart_json"))
+            restart_json = v;
+        else if (!strcmp(k, "supervisor"))
+            supervisor = v;
+        else if (!strcmp(k, "cgroup") && ndirs < MAX_DIRS)
+            dirs[ndirs++] = v;
+        else if (!strcmp(k, "arg") && nargs < MAX_ARGS)
+            args[nargs++] = v;
+        k = v + strlen(v) + 1;
+    }
+
+    /* 3. our output, the restart request */
+    char path[4200];
+    snprintf(path, sizeof path, "%s/monitor.err", state_dir);
+    int errfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (errfd >= 0) {
+        dup2(errfd, 1);
+        dup2(errfd, 2);
+        close(errfd);
+    }
+    if (*restart_json)
+        write_atomic(state_dir, "restart.json", restart_json);
+
+    /* 4. the cgroup (monitor._join_cgroup) */
+    char pid_text[24];
+    int pid_len = snprintf(pid_text, sizeof pid_text, "%d", (int)init_pid);
+    for (int i = 0; i < ndirs; i++) {
+        snprintf(path, sizeof path, "%s/cgroup.procs", dirs[i]);
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, pid_text, (size_t)pid_len) != pid_len) {
+            int err = errno;
+            fail("write", path, err, "cannot move the init into its cgroup: %s", strerror(err));
+        }
+        close(fd);
+    }
+    send(chan, "cgroup", 6, MSG_NOSIGNAL);   /* a failed init's report is queued for us anyway */
+
+    /* 5. ready, or the failed step */
+    for (;;) {
+        got = recv_init(msg, sizeof msg);
+        if (got == 0)
+            fail("create", bundle, 0, "container init exited during set-up");
+        if (!strcmp(msg, "ready"))
+            break;
+        if (!strcmp(msg, "error")) {
+            const char *f[5];                /* message op path errno step */
+            char *q = msg + 6;
+            for (int i = 0; i < 5; i++) {
+                f[i] = q < msg + got ? q : "";
+                q += strlen(f[i]) + 1;
+            }
+            fail(f[1], f[2], atoi(f[3]), "container init failed at step '%s': %s", f[4], f[0]);
+        }
+    }
+    close(chan);
+
+    /* 6. the report, then the supervisor */
+    char report[256];
+    int n = snprintf(report, sizeof report, "{\"ok\": true, \"pid\": %d, \"start_time\": %lld, \"monitor_pid\": "
+                     "%d, \"monitor_start_time\": %lld}", (int)init_pid, start_time(init_pid), (int)getpid(),
+                     start_time(getpid()));
+    if (write(REPORT, report, (size_t)n) != n)
+        fail("create", "", errno, "cannot report to the fork server");
+    close(REPORT);
+    char pid_arg[24], *sv_argv[MAX_ARGS + 5];
+    snprintf(pid_arg, sizeof pid_arg, "%d", (int)init_pid);
+    sv_argv[0] = (char *)supervisor;
+    sv_argv[1] = pid_arg;
+    sv_argv[2] = (char *)state_dir;
+    for (int i = 0; i < nargs; i++)
+        sv_argv[3 + i] = args[i];
+    sv_argv[3 + nargs] = NULL;
+    /* the container's stdout/stderr as 3 and 4, the interpreter for a restarter as EXE_FD; copies
+     * above them first, so no dup2 closes another's source */
+    int o = fcntl(out[0], F_DUPFD_CLOEXEC, 20), e = fcntl(errp[0], F_DUPFD_CLOEXEC, 20),
+        x = fcntl(PY_EXE, F_DUPFD_CLOEXEC, 20);
+    dup2(o, 3);
+    dup2(e, 4);
+    if (nargs > 1)                               /* a restart policy: see monitor._exec_supervisor */
+        dup2(x, EXE_FD);
+    execv(supervisor, sv_argv);
+    dprintf(2, "orch-spare: exec %s: %s\n", supervisor, strerror(errno));
+    return 1;
+}
