@@ -178,7 +178,9 @@ def set_no_new_privs() -> None:
     _prctl("prctl(PR_SET_NO_NEW_PRIVS)", PR_SET_NO_NEW_PRIVS, 1)
 
 
-def _masks(process_capabilities: Mapping[str, Sequence[str]]) -> dict[str, int]:
+def masks(process_capabilities: Mapping[str, Sequence[str]]) -> dict[str, int]:
+    """Each set of OCI ``process.capabilities`` as a bit mask (what ``apply`` sets; ``initplan`` sends
+    them to the C init)."""
     unknown = set(process_capabilities) - set(_SETS)
     if unknown:
         raise RuntimeFailure(f"unknown capability set(s) {sorted(unknown)}", op="capabilities")
@@ -232,18 +234,18 @@ def apply(process_capabilities: Mapping[str, Sequence[str]], *, uid: int | None 
     groups, in the middle of the sequence (see the module docstring for the order and why). Must run in
     a single-threaded process: capabilities and credentials are per thread.
     """
-    masks = _masks(process_capabilities)
+    sets = masks(process_capabilities)
     top = last_cap()               # read now, while we can still open any file
-    drop_bounding(masks["bounding"])
+    drop_bounding(sets["bounding"])
     if uid is not None or gid is not None:
         _prctl("prctl(PR_SET_KEEPCAPS, 1)", PR_SET_KEEPCAPS, 1)
         _set_user(os.getuid() if uid is None else uid, os.getgid() if gid is None else gid,
                   additional_gids)
         _prctl("prctl(PR_SET_KEEPCAPS, 0)", PR_SET_KEEPCAPS, 0)
-    _capset(masks["effective"], masks["permitted"], masks["inheritable"])
+    _capset(sets["effective"], sets["permitted"], sets["inheritable"])
     _prctl("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     for num in range(top + 1):
-        if masks["ambient"] & (1 << num):
+        if sets["ambient"] & (1 << num):
             _prctl(f"prctl(PR_CAP_AMBIENT_RAISE, {num})", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, num)
 
 

@@ -1,4 +1,4 @@
-"""Builds (once) and locates ``orch-supervise``, the C half of the container monitor, and ``orch-init``.
+"""Builds (once) and locates the C programs: ``orch-supervise``, ``orch-spare`` and ``orch-init``.
 
 A Python monitor that stays resident costs each container a few MB of unique memory (20 MB once the fork
 server it was forked from is gone); ``monitor.run`` therefore execs this ~100 kB program after set-up.
@@ -39,7 +39,9 @@ def build(bin_dir: Path, source_path: Path = SOURCE, name: str = "orch-supervise
     bin_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     try:
-        proc = subprocess.run([cc, "-O2", "-s", "-Wall", "-o", str(tmp), str(source_path)],
+        # hardened: these run as root (the init with a container's input)
+        proc = subprocess.run([cc, "-O2", "-s", "-Wall", "-fstack-protector-strong", "-D_FORTIFY_SOURCE=2",
+                               "-Wl,-z,relro,-z,now", "-o", str(tmp), str(source_path)],
                               capture_output=True, text=True, check=False)
     except OSError as exc:
         raise RuntimeFailure(f"cannot run the C compiler: {exc}", op="build", path=cc,

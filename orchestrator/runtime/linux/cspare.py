@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.runtime.linux import initplan, monitor, restart
+from orchestrator.runtime.linux import initplan, monitor, restart, statedir
 from orchestrator.runtime.linux.spare import NICE, Spare
 
 
@@ -34,9 +34,8 @@ class Programs:
 
 
 def spawn(programs: Programs) -> Spare:
-    """Start a C spare (``orch-spare BASE_NICE``, fds as its header says). It lowers its own priority
-    by ``spare.NICE`` while it makes the init, as the Python spare does."""
-    assert NICE == 5, "sparemon.c lowers its priority by 5"
+    """Start a C spare (``orch-spare BASE_NICE NICE``, fds as its header says). It lowers its own
+    priority by ``spare.NICE`` while it makes the init, as the Python spare does."""
     base = os.getpriority(os.PRIO_PROCESS, 0)
     fds: list[int] = []
     copies: list[int] = []
@@ -45,12 +44,12 @@ def spawn(programs: Programs) -> Spare:
             fds += os.pipe2(os.O_CLOEXEC)
         req_r, req_w, report_r, report_w, init_r, init_w = fds
         # copies above the targets (0-7), so no dup2 below closes another's source
-        copies = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
-                  for fd in (req_r, report_w, init_r, programs.init_fd, programs.python_fd)]
+        for fd in (req_r, report_w, init_r, programs.init_fd, programs.python_fd):
+            copies.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10))
         actions: list[tuple[Any, ...]] = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDWR, 0),
                                           (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2)]
         actions += [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in zip(copies, range(3, 8), strict=True)]
-        pid = os.posix_spawn(programs.monitor, ["orch-spare", str(base)], {}, file_actions=actions)
+        pid = os.posix_spawn(programs.monitor, ["orch-spare", str(base), str(NICE)], {}, file_actions=actions)
     except OSError:
         for fd in fds:
             os.close(fd)
@@ -78,12 +77,15 @@ def monitor_request(req: dict[str, Any], raw: bytes) -> bytes:
     policy, the cgroup dirs to move the init into, and the supervisor's command line
     (``monitor._exec_supervisor``'s, for a container just created: no restarts yet)."""
     policy = restart.from_annotations(req["spec"].get("annotations", {}))
-    pairs = [("state_dir", req["state_dir"]), ("bundle", req["bundle"]), ("supervisor", req["supervisor"])]
+    state_dir = req["state_dir"]
+    pairs = [("state_dir", state_dir), ("bundle", req["bundle"]), ("supervisor", req["supervisor"]),
+             ("monitor_err", os.path.join(state_dir, statedir.MONITOR_ERR))]
     pairs += [("cgroup", str(d)) for d in req.get("cgroup_dirs", ())]
     args = [str(int(req.get("log_max_bytes", 10 << 20)))]
     if policy.enabled:
         # restart.json holds the request as sent (there are no files: a spare never takes them)
-        pairs.append(("restart_json", raw.decode()))
+        pairs += [("restart_path", os.path.join(state_dir, statedir.RESTART_REQ)),
+                  ("restart_json", raw.decode()), ("restartable", "1")]
         args += [*restart.supervisor_args(policy, 0), *monitor._restarter_argv(req)]
     pairs += [("arg", a) for a in args]
     return b"".join(os.fsencode(k) + b"\0" + os.fsencode(v) + b"\0" for k, v in pairs)

@@ -46,7 +46,7 @@ if TYPE_CHECKING:     # the server imports it in serve(); the API process (ForkS
     from orchestrator.runtime.linux.spare import Spare
 
 _MAX_MSG = 4 << 20
-SPARES = 2                 # warm spares per server (``spare``)
+SPARES = 2                 # warm spares per server (``spare``, ``cspare``)
 IDLE_REFILL_S = 0.005      # how long to be idle before making one while another is left
 
 
@@ -66,7 +66,7 @@ def sealed_interpreter() -> int:
 
 
 def sealed_copy(exe: str, name: str) -> int:
-    """``sealed_interpreter`` for any program: ``orch-init`` is run from one too (``spare``)."""
+    """``sealed_interpreter`` for any program: ``orch-init`` is run from one too (``cspare``)."""
     fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         src = os.open(exe, os.O_RDONLY | os.O_CLOEXEC)

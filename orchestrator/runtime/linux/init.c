@@ -45,7 +45,8 @@
 
 #define CHAN 3
 #define REQ 4
-#define MAX_FIELDS 4096
+#define MAX_FIELDS 4096             /* per op: initplan.MAX_FIELDS */
+#define MAX_REQUEST (64 << 20)
 #define PATH_BUF 8192
 #ifndef PR_CAP_AMBIENT
 #define PR_CAP_AMBIENT 47
@@ -69,7 +70,7 @@ static char **exec_argv, **exec_env; /* from op "exec", used once the fifo says 
 /* ---- error reports: "error", then message, op, path, errno and step, each NUL-terminated --------- */
 
 static void __attribute__((noreturn)) fail_msg(const char *op, const char *path, int err, const char *fmt, ...) {
-    char message[2048], buf[PATH_BUF * 2 + 4096];
+    char message[PATH_BUF + 4096], buf[sizeof message + PATH_BUF * 2 + 4096];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(message, sizeof message, fmt, ap);
@@ -98,6 +99,31 @@ static void do_mount(const char *src, const char *target, const char *type, unsi
         fail_sys("mount", target);
 }
 
+/* s as python's repr() quotes a str (ASCII control characters escaped; other bytes kept), so a
+ * message reads as the Python init's does */
+static const char *py_repr(const char *s, char *out, size_t cap) {
+    char quote = strchr(s, '\'') && !strchr(s, '"') ? '"' : '\'';
+    size_t n = 0;
+    out[n++] = quote;
+    for (; *s && n + 6 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '\\' || c == (unsigned char)quote) {
+            out[n++] = '\\';
+            out[n++] = (char)c;
+        } else if (c == '\n' || c == '\r' || c == '\t') {
+            out[n++] = '\\';
+            out[n++] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+        } else if (c < 0x20 || c == 0x7f) {
+            n += (size_t)snprintf(out + n, cap - n, "\\x%02x", c);
+        } else {
+            out[n++] = (char)c;
+        }
+    }
+    out[n++] = quote;
+    out[n] = 0;
+    return out;
+}
+
 static const char *opt(const char *s) { return *s ? s : NULL; }
 static unsigned long num(const char *s) { return strtoul(s, NULL, 0); }
 
@@ -119,7 +145,8 @@ static void secure_join(const char *base, const char *unsafe, char *out) {
     char resolved[PATH_BUF] = "", full[PATH_BUF], target[PATH_BUF];
     size_t pos = 0;
     int links = 0;
-    snprintf(pending, sizeof pending, "%s", unsafe);
+    if ((size_t)snprintf(pending, sizeof pending, "%s", unsafe) >= sizeof pending)
+        fail_msg("resolve", "", ENAMETOOLONG, "path too long");
     for (;;) {
         while (pending[pos] == '/')
             pos++;
@@ -184,6 +211,9 @@ static void mkdirs(const char *path) {
                 break;
         }
     }
+    struct stat st;                  /* os.makedirs(exist_ok=True): an existing non-directory fails */
+    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
+        fail_msg("mkdir", path, EEXIST, "cannot create mount point: %s", strerror(EEXIST));
 }
 
 static void parent_of(const char *path, char *out) {
@@ -216,7 +246,7 @@ static void remount(const char *target, unsigned long flags) {
         fail_sys("mount", target);
     struct statvfs sv;
     if (statvfs(target, &sv) < 0)
-        fail_sys("statvfs", target);
+        fail_os(target);
     do_mount(NULL, target, NULL, flags | MS_BIND | MS_REMOUNT | (sv.f_flag & LOCKED_FLAGS), NULL);
 }
 
@@ -312,7 +342,7 @@ static void op_symlink(char **f) {
     path_fmt(dest, "%s/%s", parent, name);
     struct stat st;
     if (lstat(dest, &st) < 0 && symlink(f[0], dest) < 0)
-        fail_os(dest);
+        fail_os(f[0]);                       /* as os.symlink's OSError: the target is its filename */
 }
 
 static void write_file(const char *path, const char *value) {
@@ -320,7 +350,8 @@ static void write_file(const char *path, const char *value) {
     size_t len = strlen(value);
     if (fd < 0 || write(fd, value, len) != (ssize_t)len) {
         int err = errno;
-        fail_msg("write", path, err, "cannot write '%s': %s", value, strerror(err));
+        char quoted[512];
+        fail_msg("write", path, err, "cannot write %s: %s", py_repr(value, quoted, sizeof quoted), strerror(err));
     }
     close(fd);
 }
@@ -366,11 +397,11 @@ static void loopback_up(void) {
     memset(&ifr, 0, sizeof ifr);
     strcpy(ifr.ifr_name, "lo");
     if (sock < 0 || ioctl(sock, SIOCGIFFLAGS, &ifr) < 0)
-        fail_os("lo");
+        fail_os("");
     if (!(ifr.ifr_flags & IFF_UP)) {
         ifr.ifr_flags |= IFF_UP;
         if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0)
-            fail_os("lo");
+            fail_os("");
     }
     close(sock);
 }
@@ -419,21 +450,27 @@ static void op_user(char **f) {
     uid_t uid = (uid_t)num(f[1]);
     gid_t gid = (gid_t)num(f[2]), groups[4096];
     size_t ngroups = 0;
-    for (char *p = f[3]; *p && ngroups < 4096;) {
-        groups[ngroups++] = (gid_t)strtoul(p, &p, 10);
-        if (*p == ',')
-            p++;
+    for (char *p = f[3]; *p;) {
+        char *end;
+        unsigned long g = strtoul(p, &end, 10);
+        if (end == p || (*end && *end != ',') || ngroups == 4096)
+            fail_msg("setgroups", f[3], EINVAL, "bad supplementary group list");
+        groups[ngroups++] = (gid_t)g;
+        p = *end ? end + 1 : end;
     }
     unsigned long long bounding = strtoull(f[4], NULL, 0);
     unsigned int last = (unsigned int)num(f[9]);
     if (caps) {
         for (unsigned int cap = 0; cap <= last; cap++) {
-            if (bounding & (1ULL << cap) || prctl(PR_CAPBSET_READ, cap, 0, 0, 0) != 1)
+            if (bounding & (1ULL << cap))
                 continue;
-            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
-                int err = errno;
-                fail_msg("prctl(PR_CAPBSET_DROP)", "", err, "prctl(PR_CAPBSET_DROP, %u) failed: %s", cap,
-                         strerror(err));
+            int held = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);     /* an error fails: never fail open */
+            if (held < 0)
+                checked_prctl("prctl(PR_CAPBSET_READ)", PR_CAPBSET_READ, cap, 0);
+            if (held == 1 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+                char what[48];
+                snprintf(what, sizeof what, "prctl(PR_CAPBSET_DROP, %u)", cap);
+                checked_prctl(what, PR_CAPBSET_DROP, cap, 0);
             }
         }
         checked_prctl("prctl(PR_SET_KEEPCAPS, 1)", PR_SET_KEEPCAPS, 1, 0);
@@ -458,9 +495,13 @@ static void op_user(char **f) {
         fail_msg("capset", "", err, "capset failed: %s", strerror(err));
     }
     checked_prctl("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0);
-    for (unsigned int cap = 0; cap <= last; cap++)
-        if (amb & (1ULL << cap))
-            checked_prctl("prctl(PR_CAP_AMBIENT_RAISE)", PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap);
+    for (unsigned int cap = 0; cap <= last; cap++) {
+        if (amb & (1ULL << cap)) {
+            char what[48];
+            snprintf(what, sizeof what, "prctl(PR_CAP_AMBIENT_RAISE, %u)", cap);
+            checked_prctl(what, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap);
+        }
+    }
 }
 
 struct open_how_ { uint64_t flags, mode, resolve; };
@@ -475,7 +516,7 @@ static void op_findexec(const char *arg0, const char *path_var) {
         if (has_slash)
             snprintf(cand, sizeof cand, "%s", arg0);
         else
-            snprintf(cand, sizeof cand, "%.*s/%s", (int)(end - dir), end == dir ? "." : dir, arg0);
+            snprintf(cand, sizeof cand, "%.*s/%s", end == dir ? 1 : (int)(end - dir), end == dir ? "." : dir, arg0);
         struct open_how_ how = {O_PATH | O_CLOEXEC, 0, RESOLVE_NO_MAGICLINKS};
         long fd = syscall(SYS_openat2, AT_FDCWD, cand, &how, sizeof how);
         if (fd >= 0) {
@@ -483,9 +524,10 @@ static void op_findexec(const char *arg0, const char *path_var) {
         } else if (errno == ELOOP) {
             int plain = open(cand, O_PATH | O_CLOEXEC);   /* a plain symlink loop is not our business */
             if (plain >= 0) {
+                char quoted[1024];
                 close(plain);
-                fail_msg("exec", cand, ELOOP, "executable '%s' resolves through a /proc magic link (%s): "
-                         "refused", arg0, cand);
+                fail_msg("exec", cand, ELOOP, "executable %s resolves through a /proc magic link (%s): "
+                         "refused", py_repr(arg0, quoted, sizeof quoted), cand);
             }
         }
         struct stat st;
@@ -495,7 +537,9 @@ static void op_findexec(const char *arg0, const char *path_var) {
             break;
         dir = end + 1;
     }
-    fail_msg("exec", arg0, ENOENT, "executable file '%s' not found in the container", arg0);
+    char quoted[1024];
+    fail_msg("exec", arg0, ENOENT, "executable file %s not found in the container",
+             py_repr(arg0, quoted, sizeof quoted));
 }
 
 /* execvpe as python's os.execvpe does it (no /bin/sh retry on ENOEXEC), PATH from the new env */
@@ -512,7 +556,7 @@ static void exec_command(void) {
         char cand[PATH_BUF];
         for (const char *dir = path_var;;) {
             const char *end = strchrnul(dir, ':');
-            snprintf(cand, sizeof cand, "%.*s/%s", (int)(end - dir), end == dir ? "." : dir, arg0);
+            snprintf(cand, sizeof cand, "%.*s/%s", end == dir ? 1 : (int)(end - dir), end == dir ? "." : dir, arg0);
             execve(cand, exec_argv, exec_env);
             if (errno != ENOENT && errno != ENOTDIR && !saved)
                 saved = errno;
@@ -545,11 +589,24 @@ static void close_fds(void) {
     fcntl(CHAN, F_SETFD, FD_CLOEXEC);
 }
 
+/* each op's name and how many fields it takes after its step (exec: at least that many) */
+static const struct { const char *name; int fields; } OPS[] = {
+    {"unshare", 1}, {"root", 1}, {"mount", 5}, {"chdir", 1}, {"rootmount", 7}, {"specmount", 8},
+    {"cgroup", 1}, {"mknod", 7}, {"symlink", 2}, {"fifo", 1}, {"write", 2}, {"pivot", 0},
+    {"readonly", 1}, {"mask", 1}, {"rootro", 0}, {"hostname", 1}, {"domainname", 1}, {"loopback", 0},
+    {"rlimit", 3}, {"seccomp", 2}, {"user", 10}, {"umask", 1}, {"nnp", 0}, {"findexec", 2}, {"exec", 2},
+};
+
 static void run_op(int n, char **f) {
     const char *op = f[0];
     step = f[1];
     f += 2;
     n -= 2;
+    size_t i = 0;
+    while (i < sizeof OPS / sizeof OPS[0] && strcmp(OPS[i].name, op))
+        i++;
+    if (i == sizeof OPS / sizeof OPS[0] || n < OPS[i].fields || (n != OPS[i].fields && strcmp(op, "exec")))
+        fail_msg("init", op, EINVAL, "bad op %s of %d fields", op, n);
     if (!strcmp(op, "unshare")) {
         if (unshare((int)num(f[0])) < 0) {
             char flags[32];
@@ -602,8 +659,13 @@ static void run_op(int n, char **f) {
         loopback_up();
     } else if (!strcmp(op, "rlimit")) {             /* RESOURCE SOFT HARD */
         struct rlimit rl = {strtoull(f[1], NULL, 0), strtoull(f[2], NULL, 0)};
-        if (setrlimit((int)num(f[0]), &rl) < 0)
+        if (setrlimit((int)num(f[0]), &rl) < 0) {
+            if (errno == EINVAL)             /* resource.setrlimit's ValueErrors, word for word */
+                fail_msg(step, "", 0, "%s: ValueError: current limit exceeds maximum limit", step);
+            if (errno == EPERM)
+                fail_msg(step, "", 0, "%s: ValueError: not allowed to raise maximum limit", step);
             fail_os("");
+        }
     } else if (!strcmp(op, "seccomp")) {
         op_seccomp(f);
     } else if (!strcmp(op, "user")) {
@@ -670,7 +732,7 @@ int main(int argc, char **argv) {
         fail_sys("unshare", "flags=0x4c000000");
     step = "loopback";        /* needs the rtnl lock, which a dying network namespace may hold a while */
     loopback_up();
-    int base = argc > 1 ? atoi(argv[1]) : 0;
+    int base = atoi(argv[1]);
     setpriority(PRIO_PROCESS, 0, base);    /* made; wait at the server's priority (spare.fork) */
 
     step = "request";
@@ -680,7 +742,7 @@ int main(int argc, char **argv) {
     uint64_t len = 0;
     for (int i = 0; i < 8; i++)
         len = len << 8 | head[i];
-    char *raw = malloc(len + 1);
+    char *raw = len <= MAX_REQUEST ? malloc(len + 1) : NULL;
     if (!raw || read_exact(REQ, raw, len) < 0)
         _exit(0);
     close(REQ);
@@ -693,10 +755,10 @@ int main(int argc, char **argv) {
     /* the ops, in order; each names its step */
     static char *fields[MAX_FIELDS];
     for (size_t pos = 0; pos < len;) {
-        uint32_t count;
         if (pos + 4 > len)
             fail_msg("init", "", EINVAL, "truncated request");
-        memcpy(&count, raw + pos, 4);
+        const unsigned char *c = (const unsigned char *)raw + pos;    /* little-endian, as packed */
+        uint32_t count = (uint32_t)c[0] | (uint32_t)c[1] << 8 | (uint32_t)c[2] << 16 | (uint32_t)c[3] << 24;
         pos += 4;
         if (count < 2 || count > MAX_FIELDS)
             fail_msg("init", "", EINVAL, "bad op of %u fields", count);

@@ -25,16 +25,16 @@ from orchestrator.runtime.linux import syscalls as sc
 from orchestrator.runtime.linux.spec import namespace_plan, parse_mount_options, rlimit_number
 
 AHEAD = sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS     # made by the spare init (``spare``)
-_PROPAGATION = {"shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC, "private": sc.MS_PRIVATE,
-                "rprivate": sc.MS_PRIVATE | sc.MS_REC, "slave": sc.MS_SLAVE,
-                "unbindable": sc.MS_UNBINDABLE | sc.MS_REC}
 
 Op = tuple[str, ...]
+MAX_FIELDS = 4096            # per op, init.c's MAX_FIELDS: a longer command line takes the Python init
 
 
 def encode(ops: list[Op]) -> bytes:
     parts = []
     for op in ops:
+        if len(op) > MAX_FIELDS:
+            raise ValueError(f"{op[0]} op of {len(op)} fields")
         fields = "\0".join(op)
         if fields.count("\0") != len(op) - 1:
             raise ValueError(f"NUL byte in {op[0]} op")
@@ -55,7 +55,9 @@ def _ops(req: dict[str, Any]) -> list[Op]:
     process: dict[str, Any] = spec["process"]
     linux: dict[str, Any] = spec.get("linux", {})
     plan = namespace_plan(spec)
-    if req.get("files") or req.get("files_payload") is not None or plan.new_user or plan.joins:
+    if req.get("files") or req.get("files_payload") is not None or plan.new_user or plan.joins or \
+            not plan.new_flags & sc.CLONE_NEWNS:
+        # a spec without a mount namespace of its own gets the Python init's handling of it
         raise ValueError("not a spare's request")
     root = str(spec["root"]["path"])
     root = root.rstrip("/") or "/"
@@ -69,7 +71,7 @@ def _ops(req: dict[str, Any]) -> list[Op]:
         op("unshare", "unshare", rest)
     op("root", "rootfs", root)
     op("mount", "mount propagation", "", "/", "",
-       _PROPAGATION.get(linux.get("rootfsPropagation", ""), sc.MS_SLAVE | sc.MS_REC), "")
+       rootfs.PROPAGATION.get(linux.get("rootfsPropagation", ""), rootfs.DEFAULT_PROPAGATION), "")
     _rootfs(op, root, req.get("rootfs", []))
     new_cgroup_ns = int(bool(plan.new_flags & sc.CLONE_NEWCGROUP))
     in_cgroup = False
@@ -128,8 +130,7 @@ def _rootfs(op: Any, root: str, mounts: list[dict[str, Any]]) -> None:
             op("chdir", "rootfs", m["cwd"])
         opts = parse_mount_options(m.get("options", []))
         bind = m["type"] == "bind" or opts.is_bind
-        flags = sc.MS_BIND | (opts.flags & sc.MS_REC) if bind else opts.flags
-        again = opts.flags & ~sc.MS_REC if bind and opts.flags & ~(sc.MS_BIND | sc.MS_REC) else 0
+        flags, again = rootfs.bind_flags(opts) if bind else (opts.flags, 0)
         op("rootmount", "rootfs", m.get("target", ""), m["source"], m["type"], flags, opts.data,
            int(bind), again)
     op("mount", "rootfs", "", root, "", sc.MS_PRIVATE, "")
@@ -143,10 +144,8 @@ def _spec_mount(op: Any, bundle: str, m: dict[str, Any]) -> None:
     step = f"mount {m['destination']}"
     if kind == "bind" or opts.is_bind:
         source = source if source.startswith("/") else os.path.join(bundle, source)
-        again = opts.flags & ~(sc.MS_REC | sc.MS_BIND) \
-            if opts.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT) else 0
-        op("specmount", step, "bind", source, m["destination"], "", sc.MS_BIND | (opts.flags & sc.MS_REC),
-           "", again, opts.propagation)
+        flags, again = rootfs.bind_flags(opts)
+        op("specmount", step, "bind", source, m["destination"], "", flags, "", again, opts.propagation)
     elif kind == "cgroup":
         op("specmount", step, "cgroup", "", m["destination"], "", opts.flags, "", 0, opts.propagation)
     else:
@@ -175,6 +174,6 @@ def _user(process: dict[str, Any]) -> tuple[object, ...]:
     if "capabilities" not in process:
         return 0, uid, gid, gids, 0, 0, 0, 0, 0, 0
     from orchestrator.runtime.linux import capabilities
-    masks = capabilities._masks(process["capabilities"])
-    return (1, uid, gid, gids, masks["bounding"], masks["effective"], masks["permitted"],
-            masks["inheritable"], masks["ambient"], capabilities.last_cap())
+    sets = capabilities.masks(process["capabilities"])
+    return (1, uid, gid, gids, sets["bounding"], sets["effective"], sets["permitted"],
+            sets["inheritable"], sets["ambient"], capabilities.last_cap())

@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrator.errors import RuntimeFailure
 from orchestrator.runtime.linux import syscalls as sc
-from orchestrator.runtime.linux.spec import parse_mount_options
+from orchestrator.runtime.linux.spec import MountOptions, parse_mount_options
 
 _MAX_SYMLINKS = 255
 
@@ -27,6 +27,19 @@ DEFAULT_LINKS = (("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin")
                  ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"),
                  ("pts/ptmx", "/dev/ptmx"))
 _LOCKED = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_RDONLY
+# linux.rootfsPropagation -> the flags for "/" (anything else: rslave, our default)
+PROPAGATION = {"shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC, "private": sc.MS_PRIVATE,
+               "rprivate": sc.MS_PRIVATE | sc.MS_REC, "slave": sc.MS_SLAVE,
+               "unbindable": sc.MS_UNBINDABLE | sc.MS_REC}
+DEFAULT_PROPAGATION = sc.MS_SLAVE | sc.MS_REC
+
+
+def bind_flags(opts: MountOptions) -> tuple[int, int]:
+    """(flags of a bind mount, flags to remount it with afterwards, or 0): a bind ignores all but
+    MS_REC, so its other options (ro, nosuid, ...) take a remount. Shared with ``initplan``."""
+    remount = opts.flags & ~(sc.MS_REC | sc.MS_BIND) \
+        if opts.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT) else 0
+    return sc.MS_BIND | (opts.flags & sc.MS_REC), remount
 
 
 def secure_join(root: str, unsafe: str) -> str:
@@ -94,10 +107,7 @@ def _remount(target: str, flags: int) -> None:
 
 def make_root_private(propagation: str) -> None:
     """Stop our mounts propagating to the host (and, by default, the host's into us)."""
-    flags = {"shared": sc.MS_SHARED, "rshared": sc.MS_SHARED | sc.MS_REC, "private": sc.MS_PRIVATE,
-             "rprivate": sc.MS_PRIVATE | sc.MS_REC, "slave": sc.MS_SLAVE,
-             "unbindable": sc.MS_UNBINDABLE | sc.MS_REC}.get(propagation, sc.MS_SLAVE | sc.MS_REC)
-    sc.mount(None, "/", None, flags)
+    sc.mount(None, "/", None, PROPAGATION.get(propagation, DEFAULT_PROPAGATION))
 
 
 def mount_rootfs(root: str, rootfs: list[dict[str, Any]]) -> None:
@@ -110,9 +120,10 @@ def mount_rootfs(root: str, rootfs: list[dict[str, Any]]) -> None:
             os.chdir(m["cwd"])          # relative lowerdir=... paths resolve from here
         opts = parse_mount_options(m.get("options", []))
         if m["type"] == "bind" or opts.is_bind:
-            sc.mount(m["source"], target, None, sc.MS_BIND | (opts.flags & sc.MS_REC))
-            if opts.flags & ~(sc.MS_BIND | sc.MS_REC):
-                _remount(target, opts.flags & ~sc.MS_REC)
+            flags, again = bind_flags(opts)
+            sc.mount(m["source"], target, None, flags)
+            if again:
+                _remount(target, again)
         else:
             sc.mount(m["source"], target, m["type"], opts.flags, opts.data or None)
     # pivot_root refuses a shared new root; keep our root mount out of any peer group
@@ -133,9 +144,10 @@ def mount_one(root: str, bundle: str, m: dict[str, Any]) -> None:
             raise RuntimeFailure(f"bind source missing: {exc.strerror}", op="stat", path=source,
                                  errno=exc.errno or 0) from exc
         _mkdirs(dest) if is_dir else _touch(dest)
-        sc.mount(source, dest, None, sc.MS_BIND | (opts.flags & sc.MS_REC))
-        if opts.flags & ~(sc.MS_BIND | sc.MS_REC | sc.MS_REMOUNT):
-            _remount(dest, opts.flags & ~(sc.MS_REC | sc.MS_BIND))
+        flags, again = bind_flags(opts)
+        sc.mount(source, dest, None, flags)
+        if again:
+            _remount(dest, again)
     elif kind == "cgroup":
         # our hosts may be v1/hybrid; the container gets the unified hierarchy, rooted at its own cgroup
         # by the cgroup namespace

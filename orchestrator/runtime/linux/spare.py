@@ -1,5 +1,9 @@
 """A container monitor and init forked ahead of a ``create`` (warm spares, two per fork server).
 
+This is the Python spare (a fork of the server, running ``init.container_init``), used without a C
+compiler or with ``LinuxRuntime(c_init=False)``; by default spares are C programs (``cspare``) that
+follow the same protocol. ``requests``, ``hand_over`` and ``discard`` serve both.
+
 Forking the fork server (a Python process of ~20 MB) costs ~1.5 ms on these machines, forking the
 monitor again for the init ~2 ms, and creating network, IPC and UTS namespaces ~0.5 ms: most of a
 container start. None of it depends on the request, so the ``forkserver`` does it while it is idle:
@@ -143,7 +147,8 @@ def hand_over(spare: Spare, for_init: bytes, for_monitor: bytes) -> dict[str, An
     if not out:
         return {"ok": False, "error": {"message": "container monitor died during set-up", "op": "create",
                                        "path": "", "errno": 0}}
-    reply: dict[str, Any] = json.loads(out)
+    # orch-spare passes non-ASCII bytes of a path through, and may cut a long report short
+    reply: dict[str, Any] = json.loads(out.decode(errors="replace"))
     return None if reply.get("declined") else reply
 
 

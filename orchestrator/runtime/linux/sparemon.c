@@ -7,9 +7,10 @@
  * children and spawns orch-init from its sealed copy: PID 1 there, which makes its network, IPC and
  * UTS namespaces and waits. Then, as monitor.serve does for the Python spare:
  *
- *   1. read the request the server compiled for us (spare.monitor_request): 8-byte big-endian length,
- *      then NUL-terminated key/value pairs (state_dir, bundle, restart_json, cgroup..., supervisor,
- *      arg...); an end of file first means the server went away: kill the init, exit;
+ *   1. read the request the server compiled for us (cspare.monitor_request): 8-byte big-endian
+ *      length, then NUL-terminated key/value pairs (state_dir, bundle, monitor_err, restart_path and
+ *      restart_json, restartable, cgroup..., supervisor, arg...); an end of file first means the
+ *      server went away: kill the init, exit;
  *   2. wait for the init's "accepted" (it has its own request); without it the spare declines
  *      ({"declined": true}) and the server takes the ordinary path, nothing having been done;
  *   3. stdout/stderr to STATE_DIR/monitor.err; restart.json written when there is a policy;
@@ -19,7 +20,7 @@
  *   6. report {"ok": true, "pid", "start_time", "monitor_pid", "monitor_start_time"} and exec
  *      orch-supervise (same pid: the init's parent) with the container's stdout/stderr as fds 3 and 4.
  *
- * usage: orch-spare BASE_NICE
+ * usage: orch-spare BASE_NICE NICE    (the server's priority, and how much lower to make the init at)
  * fds: 3 the request pipe, 4 the report pipe, 5 the init's request pipe (handed to it as its fd 4),
  *      6 orch-init (sealed memfd), 7 the sealed interpreter (the restarter's, monitor.EXE_FD).
  */
@@ -62,22 +63,52 @@ static pid_t init_pid = -1;
 static int chan = -1;
 static const char *bundle = "";
 
-static size_t json_str(char *out, size_t cap, const char *s) {
-    size_t n = 0;
-    out[n++] = '"';
-    for (; *s && n + 8 < cap; s++) {
+/* appends to a fixed buffer, never past it; the report's fields are capped (FIELD_MAX bytes each,
+ * at most 6 bytes escaped), so a whole report always fits and stays valid JSON */
+#define FIELD_MAX 4096
+struct out { char buf[FIELD_MAX * 6 * 4 + 1024]; size_t n; };
+
+static void put(struct out *o, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(o->buf + o->n, sizeof o->buf - o->n, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        o->n += (size_t)n < sizeof o->buf - o->n ? (size_t)n : sizeof o->buf - o->n - 1;
+}
+
+/* a JSON string of at most FIELD_MAX bytes of s; bytes >= 0x80 pass through (the server decodes the
+ * report with errors="replace", which also covers a character cut in half) */
+static void put_str(struct out *o, const char *s) {
+    put(o, "\"");
+    for (const char *end = s + strnlen(s, FIELD_MAX); s < end && o->n + 8 < sizeof o->buf; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            out[n++] = '\\';
-            out[n++] = (char)c;
-        } else if (c < 0x20) {
-            n += (size_t)snprintf(out + n, cap - n, "\\u%04x", c);
-        } else {
-            out[n++] = (char)c;
-        }
+        if (c == '"' || c == '\\')
+            put(o, "\\%c", c);
+        else if (c < 0x20)
+            put(o, "\\u%04x", c);
+        else
+            o->buf[o->n++] = (char)c;
     }
-    out[n++] = '"';
-    return n;
+    put(o, "\"");
+}
+
+/* python's repr() of a str, as monitor._setup quotes the step (ASCII controls escaped) */
+static void put_repr(struct out *o, const char *s) {
+    char quote = strchr(s, '\'') && !strchr(s, '"') ? '"' : '\'';
+    put(o, "%c", quote);
+    for (const char *end = s + strnlen(s, FIELD_MAX / 4); s < end && o->n + 8 < sizeof o->buf; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '\\' || c == (unsigned char)quote)
+            put(o, "\\%c", c);
+        else if (c == '\n' || c == '\r' || c == '\t')
+            put(o, "\\%c", c == '\n' ? 'n' : c == '\r' ? 'r' : 't');
+        else if (c < 0x20 || c == 0x7f)
+            put(o, "\\x%02x", c);
+        else
+            o->buf[o->n++] = (char)c;
+    }
+    put(o, "%c", quote);
 }
 
 static void kill_init(void) {
@@ -89,24 +120,32 @@ static void kill_init(void) {
     }
 }
 
-/* the create's error, as monitor.report_failure words a RuntimeFailure; the init dies first */
-static void __attribute__((noreturn)) fail(const char *op, const char *path, int err, const char *fmt, ...) {
-    char message[4096], buf[16384];
+/* the create's error, as monitor.report_failure words a RuntimeFailure (message already made in
+ * ``message``); the init dies first */
+static void __attribute__((noreturn)) report_error(const char *op, const char *path, int err,
+                                                   const struct out *message) {
+    static struct out o;
+    kill_init();
+    put(&o, "{\"ok\": false, \"error\": {\"message\": ");
+    put_str(&o, message->buf);
+    put(&o, ", \"op\": ");
+    put_str(&o, op);
+    put(&o, ", \"path\": ");
+    put_str(&o, path);
+    put(&o, ", \"errno\": %d, \"step\": \"monitor\"}}", err);
+    if (write(REPORT, o.buf, o.n) < 0)
+        dprintf(2, "%s\n", o.buf);
+    _exit(1);
+}
+
+static void __attribute__((noreturn, format(printf, 4, 5))) fail(const char *op, const char *path, int err,
+                                                                 const char *fmt, ...) {
+    static struct out message;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(message, sizeof message, fmt, ap);
+    vsnprintf(message.buf, sizeof message.buf, fmt, ap);
     va_end(ap);
-    kill_init();
-    size_t n = (size_t)snprintf(buf, sizeof buf, "{\"ok\": false, \"error\": {\"message\": ");
-    n += json_str(buf + n, sizeof buf - n - 64, message);
-    n += (size_t)snprintf(buf + n, sizeof buf - n, ", \"op\": ");
-    n += json_str(buf + n, sizeof buf - n - 64, op);
-    n += (size_t)snprintf(buf + n, sizeof buf - n, ", \"path\": ");
-    n += json_str(buf + n, sizeof buf - n - 64, path);
-    n += (size_t)snprintf(buf + n, sizeof buf - n, ", \"errno\": %d, \"step\": \"monitor\"}}", err);
-    if (write(REPORT, buf, n) < 0)
-        dprintf(2, "%s\n", buf);
-    _exit(1);
+    report_error(op, path, err, &message);
 }
 
 static int read_exact(int fd, void *buf, size_t len) {
@@ -158,16 +197,29 @@ static long long start_time(pid_t pid) {
 }
 
 /* write-then-rename under a name of our own (fsutil.write_atomic), no fsync (statedir.write_json) */
-static void write_atomic(const char *dir, const char *name, const char *data) {
-    char path[4200], tmp[4300];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s/.%s.%d.spare.tmp", dir, name, (int)getpid());
+static void write_atomic(const char *path, const char *data) {
+    char tmp[4300];
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    snprintf(tmp, sizeof tmp, "%s.%d.%08lx.tmp", path, (int)getpid(), (unsigned long)ts.tv_nsec);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    size_t len = strlen(data);
-    if (fd < 0 || write(fd, data, len) != (ssize_t)len || close(fd) < 0 || rename(tmp, path) < 0) {
-        int err = errno;
+    size_t len = strlen(data), done = 0;
+    while (fd >= 0 && done < len) {
+        ssize_t n = write(fd, data + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        done += (size_t)n;
+    }
+    int err = fd < 0 ? errno : done < len ? (errno ? errno : EIO) : 0;
+    if (fd >= 0 && close(fd) < 0 && !err)
+        err = errno;
+    if (!err && rename(tmp, path) < 0)
+        err = errno;
+    if (err) {
         unlink(tmp);
-        fail("write", path, err, "cannot write %s: %s", name, strerror(err));
+        fail("monitor", path, err, "monitor: %s", strerror(err));     /* statedir.write_json's OSError */
     }
 }
 
@@ -202,10 +254,14 @@ static pid_t spawn_init(int base, int theirs, int out_w, int err_w) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2)
+    if (argc != 3)
         return 2;
-    int base = atoi(argv[1]);
-    setpriority(PRIO_PROCESS, 0, base + 5 > 19 ? 19 : base + 5);    /* spare.fork: made at low priority */
+    signal(SIGPIPE, SIG_IGN);          /* a server gone shows as EPIPE on the report, not a kill */
+    if (syscall(SYS_close_range, 8, ~0U, 0) < 0)     /* nothing but ours (3-7) lives on in the supervisor */
+        for (int fd = 8; fd < 1024; fd++)
+            close(fd);
+    int base = atoi(argv[1]), low = base + atoi(argv[2]);
+    setpriority(PRIO_PROCESS, 0, low > 19 ? 19 : low);      /* spare.fork: made at a lower priority */
     for (int fd = REQ; fd <= PY_EXE; fd++)
         fcntl(fd, F_SETFD, FD_CLOEXEC);             /* none of ours may reach the init */
     setsid();                                       /* no terminal signals from the CLI */
@@ -241,7 +297,7 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < 8; i++)
         len = len << 8 | head[i];
-    char *raw = malloc(len + 1);
+    char *raw = len <= (64 << 20) ? malloc(len + 1) : NULL;
     if (!raw || read_exact(REQ, raw, len) < 0) {
         kill_init();
         return 0;
@@ -250,7 +306,7 @@ int main(int argc, char **argv) {
     close(REQ);
 
     /* 2. the init's acceptance (spare._accepted): before it, nothing was done with the request */
-    char msg[16384];
+    static char msg[65536];                         /* an init's report can name long paths */
     struct pollfd p = {.fd = chan, .events = POLLIN};
     ssize_t got = poll(&p, 1, SETUP_TIMEOUT_MS) == 1 ? recv(chan, msg, sizeof msg - 1, 0) : -1;
     if (got != 8 || memcmp(msg, "accepted", 8)) {
@@ -261,9 +317,10 @@ int main(int argc, char **argv) {
     }
     setpriority(PRIO_PROCESS, 0, base);
 
-    const char *state_dir = "", *restart_json = "", *supervisor = "", *dirs[MAX_DIRS];
+    const char *state_dir = "", *restart_json = "", *restart_path = "", *monitor_err = "", *supervisor = "",
+               *dirs[MAX_DIRS];
     char *args[MAX_ARGS + 5];
-    int ndirs = 0, nargs = 0;
+    int ndirs = 0, nargs = 0, restartable = 0;
     for (char *k = raw; k < raw + len;) {
         char *v = k + strlen(k) + 1;
         if (v >= raw + len)
@@ -274,26 +331,35 @@ int main(int argc, char **argv) {
             bundle = v;
         else if (!strcmp(k, "restart_json"))
             restart_json = v;
+        else if (!strcmp(k, "restart_path"))
+            restart_path = v;
+        else if (!strcmp(k, "monitor_err"))
+            monitor_err = v;
+        else if (!strcmp(k, "restartable"))
+            restartable = 1;
         else if (!strcmp(k, "supervisor"))
             supervisor = v;
         else if (!strcmp(k, "cgroup") && ndirs < MAX_DIRS)
             dirs[ndirs++] = v;
         else if (!strcmp(k, "arg") && nargs < MAX_ARGS)
             args[nargs++] = v;
+        else if (!strcmp(k, "cgroup") || !strcmp(k, "arg"))
+            fail("create", "", E2BIG, "orch-spare: too many %s entries", k);
         k = v + strlen(v) + 1;
     }
 
     /* 3. our output, the restart request */
     char path[4200];
-    snprintf(path, sizeof path, "%s/monitor.err", state_dir);
-    int errfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (errfd >= 0) {
-        dup2(errfd, 1);
-        dup2(errfd, 2);
-        close(errfd);
+    int errfd = open(monitor_err, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (errfd < 0) {                                /* monitor._redirect_stdio's OSError */
+        int err = errno;
+        fail("monitor", monitor_err, err, "monitor: %s", strerror(err));
     }
-    if (*restart_json)
-        write_atomic(state_dir, "restart.json", restart_json);
+    dup2(errfd, 1);
+    dup2(errfd, 2);
+    close(errfd);
+    if (*restart_path)
+        write_atomic(restart_path, restart_json);
 
     /* 4. the cgroup (monitor._join_cgroup) */
     char pid_text[24];
@@ -323,7 +389,11 @@ int main(int argc, char **argv) {
                 f[i] = q < msg + got ? q : "";
                 q += strlen(f[i]) + 1;
             }
-            fail(f[1], f[2], atoi(f[3]), "container init failed at step '%s': %s", f[4], f[0]);
+            static struct out message;       /* monitor._setup's wording */
+            put(&message, "container init failed at step ");
+            put_repr(&message, f[4]);
+            put(&message, ": %s", f[0]);
+            report_error(f[1], f[2], atoi(f[3]), &message);
         }
     }
     close(chan);
@@ -350,9 +420,10 @@ int main(int argc, char **argv) {
         x = fcntl(PY_EXE, F_DUPFD_CLOEXEC, 20);
     dup2(o, 3);
     dup2(e, 4);
-    if (nargs > 1)                               /* a restart policy: see monitor._exec_supervisor */
+    if (restartable)                             /* see monitor._exec_supervisor */
         dup2(x, EXE_FD);
     execv(supervisor, sv_argv);
     dprintf(2, "orch-spare: exec %s: %s\n", supervisor, strerror(errno));
+    kill_init();             /* unsupervised, nobody would reap it or read its output */
     return 1;
 }

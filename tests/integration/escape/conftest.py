@@ -44,7 +44,8 @@ def escape(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     settings = Settings.from_env(str(base / "state"))
     parent = f"orchestrator-escape-{uuid.uuid4().hex[:8]}"
     rt = LinuxRuntime(base / "runtime", cgroup_parent=parent, c_init=request.param == "c-init")
-    env = Escape(base, rootfs, host_marker, host_dir, rt, parent, settings, BundleBuilder(settings))
+    env = Escape(base, rootfs, host_marker, host_dir, rt, parent, settings, BundleBuilder(settings),
+                 c_init=request.param == "c-init")
     # one container before any test: the cgroup parent then exists before the first leak snapshot
     env.run(base, env.config(env.service(["true"])))
     env.cleanup()

@@ -49,6 +49,7 @@ class Escape:
     settings: Settings
     builder: BundleBuilder
     count: int = 0
+    c_init: bool = True          # warm spares' init in C (orch-init) or Python (conftest's params)
     containers: list[tuple[Any, str]] = field(default_factory=list)
 
     def service(self, command: list[str], **extra: Any) -> dict[str, Any]:

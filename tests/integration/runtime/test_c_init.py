@@ -60,8 +60,23 @@ def _magic(spec: dict[str, Any]) -> None:
     spec["process"]["args"] = ["/proc/self/exe"]
 
 
-@pytest.mark.parametrize("edit", [_bind, _fstype, _cwd, _command, _sysctl, _magic],
-                         ids=["bind-source", "fstype", "cwd", "command", "sysctl", "magic-link"])
+def _rlimit(spec: dict[str, Any]) -> None:
+    spec["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 2048, "hard": 1024}]
+
+
+def _file_mount_point(spec: dict[str, Any]) -> None:
+    spec["mounts"].append({"destination": "/bin/busybox", "type": "tmpfs", "source": "tmpfs"})
+
+
+def _quoted_path(spec: dict[str, Any]) -> None:
+    spec["mounts"].append({"destination": "/x\x01'\"y/" + "\u00e9" * 200 + "/z", "type": "nosuchfs",
+                           "source": "none"})
+
+
+@pytest.mark.parametrize("edit", [_bind, _fstype, _cwd, _command, _sysctl, _magic, _rlimit, _file_mount_point,
+                                  _quoted_path],
+                         ids=["bind-source", "fstype", "cwd", "command", "sysctl", "magic-link", "rlimit",
+                              "file-mount-point", "quoted-path"])
 def test_a_failed_step_reads_the_same_from_both_inits(both: dict[str, Any], bundles: Any,
                                                       edit: Callable[[dict[str, Any]], None]) -> None:
     seen = {}
@@ -102,6 +117,43 @@ def test_the_container_sees_the_same_from_both_inits(both: dict[str, Any], bundl
         rt.delete("same", force=True)
     assert seen["c"] == seen["py"]
     assert "Uid:\t65534\t65534\t65534\t65534" in seen["c"] and "0027" in seen["c"]
+
+
+def test_a_huge_report_comes_back_cut_short_but_whole(both: dict[str, Any], bundles: Any) -> None:
+    """A destination of thousands of control characters and quotes: the C monitor's report is capped
+    per field (never past its buffer), still valid JSON, still naming the step."""
+    def edit(spec: dict[str, Any]) -> None:
+        spec["mounts"].append({"destination": "/" + "\x01'\"" * 1500, "type": "tmpfs", "source": "tmpfs"})
+    bundle, rootfs = bundles.make(["true"], edit)
+    with pytest.raises(RuntimeFailure, match=r"^container init failed at step 'mount /\\x01") as info:
+        both["c"].create("huge", bundle, rootfs)
+    assert info.value.errno == 36                       # ENAMETOOLONG, as from the Python init
+    assert both["c"].list() == []
+
+
+def test_empty_path_entries_are_the_working_directory(both: dict[str, Any], bundles: Any) -> None:
+    """PATH="/nowhere::" searches the cwd for a bare command name, as execvpe does, in both inits."""
+    def edit(spec: dict[str, Any]) -> None:
+        spec["process"]["env"] = ["PATH=/nowhere::"]
+        spec["process"]["cwd"] = "/bin"
+    for kind, rt in both.items():
+        bundle, rootfs = bundles.make(["true"], edit)
+        rt.create("cwdpath", bundle, rootfs)
+        rt.start("cwdpath")
+        assert rt.wait("cwdpath", timeout=20).exit_code == 0, kind
+        rt.delete("cwdpath", force=True)
+
+
+def test_a_command_line_too_long_for_the_c_init_takes_the_python_one(both: dict[str, Any],
+                                                                     bundles: Any) -> None:
+    def edit(spec: dict[str, Any]) -> None:
+        spec["process"]["env"] += [f"V{i}=x" for i in range(5000)]
+    bundle, rootfs = bundles.make(["sh", "-c", "echo $V4999"], edit)
+    rt = both["c"]
+    rt.create("longenv", bundle, rootfs)
+    rt.start("longenv")
+    assert rt.wait("longenv", timeout=20).exit_code == 0
+    assert [ln.text for ln in rt.logs("longenv")] == ["x"]
 
 
 def test_a_request_the_ops_cannot_express_takes_the_ordinary_path(both: dict[str, Any], bundles: Any) -> None:
