@@ -36,7 +36,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from orchestrator.errors import RuntimeFailure
@@ -46,6 +46,7 @@ if TYPE_CHECKING:     # the server imports it in serve(); the API process (ForkS
     from orchestrator.runtime.linux.spare import Spare
 
 _MAX_MSG = 4 << 20
+GO, ABORT = b"go", b"abort"    # a create's second message (``"go": true``): its cgroup is ready, or not
 SPARES = 2                 # warm spares per server (``spare``, ``cspare``)
 IDLE_REFILL_S = 0.005      # how long to be idle before making one while another is left
 
@@ -150,21 +151,49 @@ def _child_reply(sock: socket.socket, body: Callable[[int], object], died: str, 
     return pid, reply
 
 
+class _Go:
+    """The caller's word on a create sent with ``"go": true`` (``Exchange.go``), read once: it makes
+    the cgroup while we and the init work, and the monitor moves the init into it only after GO."""
+
+    def __init__(self, sock: socket.socket, expected: bool) -> None:
+        self._sock, self._word = sock, None if expected else GO
+
+    def wait(self) -> bool:
+        if self._word is None:
+            try:
+                self._word = self._sock.recv(16)
+            except OSError:
+                self._word = b""
+        return self._word == GO
+
+
 def _create(req: dict[str, Any], fds: list[int], sock: socket.socket, raw: bytes,
             spares: list[Spare]) -> dict[str, Any]:
+    go = _Go(sock, bool(req.get("go")))
+    try:
+        return _create_with(req, fds, sock, raw, spares, go)
+    finally:
+        go.wait()                         # whatever happened: the word is never read as a request
+
+
+def _create_with(req: dict[str, Any], fds: list[int], sock: socket.socket, raw: bytes,
+                 spares: list[Spare], go: _Go) -> dict[str, Any]:
     from orchestrator.runtime.linux import spare
     sent = spare.requests(spares[0], req, raw) if spares else None
     if sent is not None:
         ready = spares.pop(0)             # the oldest: its set-up is surely done
         ends = ready.ends()
         try:
-            reply = spare.hand_over(ready, *sent)
+            reply = spare.hand_over(ready, *sent, go.wait)
         finally:
             _SERVER_ONLY.difference_update(ends)      # closed by hand_over
         if reply is not None:
             return reply
     if req.get("files"):
         req["files_payload"] = _files_payload(req, fds)
+    if not go.wait():                     # the ordinary path starts once the cgroup is there
+        return {"ok": False, "error": {"message": "create given up by the caller", "op": "create",
+                                       "path": req.get("state_dir", ""), "errno": 0}}
     # one fork, not two: the monitor is our child until we exit (then the host init adopts it) and is
     # reaped by our SIGCHLD handler. setsid (in _monitor): no terminal signals from the CLI reach it.
     _pid, reply = _child_reply(sock, lambda w: _monitor(req, w), "container monitor died during set-up",
@@ -297,6 +326,35 @@ def _serve(sock: socket.socket, spares: list[Spare], programs: Programs | None) 
         sock.send(json.dumps(reply).encode())
 
 
+class Exchange:
+    """One request in flight (``ForkServer.exchange``): the caller's word, then the server's reply."""
+
+    def __init__(self, sock: socket.socket, expects_go: bool) -> None:
+        self._sock, self._go_pending = sock, expects_go
+        self.reply: dict[str, Any] | None = None
+
+    def go(self, ok: bool) -> None:
+        """For a create sent with ``"go": true``: its cgroup is made (True), or give it up (False)."""
+        if self._go_pending:
+            self._go_pending = False
+            with contextlib.suppress(OSError):      # a server gone: receive() says so
+                self._sock.send(GO if ok else ABORT)
+
+    def receive(self) -> dict[str, Any]:
+        if self.reply is None:
+            self.go(False)                          # never left waiting for a word that never comes
+            try:
+                raw = self._sock.recv(_MAX_MSG)
+            except OSError as exc:
+                raise RuntimeFailure(f"fork server unreachable: {exc}", op="forkserver",
+                                     errno=exc.errno or 0) from exc
+            if not raw:
+                raise RuntimeFailure("fork server exited", op="forkserver")
+            reply: dict[str, Any] = json.loads(raw)
+            self.reply = reply
+        return self.reply
+
+
 class ForkServer:
     """Client side: starts the server process and sends it one request at a time."""
 
@@ -332,17 +390,28 @@ class ForkServer:
         return self._proc.pid
 
     def request(self, req: dict[str, Any], fds: Sequence[int] = ()) -> dict[str, Any]:
+        with self.exchange(req, fds) as talk:
+            return talk.receive()
+
+    @contextlib.contextmanager
+    def exchange(self, req: dict[str, Any], fds: Sequence[int] = ()) -> Iterator[Exchange]:
+        """Send ``req`` and let the caller work while the server does (a create with ``"go": true``
+        then says ``go(True/False)``); the reply is read by ``receive()``. A block left early (an
+        exception) still sends "abort" and reads the reply, so the next request never gets this one's."""
         with self._lock:
             try:
                 socket.send_fds(self._sock, [json.dumps(req).encode()], list(fds))
-                raw = self._sock.recv(_MAX_MSG)
             except OSError as exc:
                 raise RuntimeFailure(f"fork server unreachable: {exc}", op="forkserver",
                                      errno=exc.errno or 0) from exc
-        if not raw:
-            raise RuntimeFailure("fork server exited", op="forkserver")
-        reply: dict[str, Any] = json.loads(raw)
-        return reply
+            talk = Exchange(self._sock, bool(req.get("go")))
+            try:
+                yield talk
+            finally:
+                if talk.reply is None:
+                    talk.go(False)
+                    with contextlib.suppress(RuntimeFailure):
+                        talk.receive()
 
     def close(self) -> None:
         self._sock.close()

@@ -162,33 +162,43 @@ class LinuxRuntime:
                 "start_time": 0, "monitor_pid": 0, "monitor_start_time": 0, "cgroup": cgroup,
                 "annotations": spec.get("annotations", {})}
             sd.write_json(cdir / sd.CREATING, record)       # ownership first, then the objects
-            sd.write_json(cdir / sd.SPEC, spec)
-            os.mkfifo(cdir / sd.FIFO, 0o600)
+            os.mkfifo(cdir / sd.FIFO, 0o600)                # before the request: the init opens it
             if files:
                 filemounts.record(cdir, files)              # layout and mount point only, no content
-            cg = self._driver().create(cgroup["path"], spec.get("linux", {}).get("resources", {}))
             undo.callback(self._destroy_cgroup, cgroup["path"])
-            # the directories to write the init's pid into: the monitor (a fresh fork) would otherwise
-            # detect the cgroup layout again (statfs, /proc/self/cgroup, symlinks) on the start path
-            cgroup_dirs = [str(d) for d in cg.dirs()]
-            del cg
+            # the directories to write the init's pid into (no I/O): the monitor (a fresh fork) would
+            # otherwise detect the cgroup layout again (statfs, /proc/self/cgroup, symlinks)
+            cgroup_dirs = [str(d) for d in self._driver().cgroup(cgroup["path"]).dirs()]
             prog, flags = b"", 0
             if spec.get("linux", {}).get("seccomp"):
                 from orchestrator.runtime.linux import seccomp
                 # cached on disk too: each CLI process would otherwise compile the profile again
                 prog = seccomp.compile_oci(spec["linux"]["seccomp"], self.state_dir / ".cache" / "seccomp")
                 flags = seccomp.flags_value(spec["linux"]["seccomp"])
-                (cdir / sd.SECCOMP).write_bytes(prog)
             # the init installs the compiled filter; the profile (most of the spec's bytes) stays here
             linux = {k: v for k, v in spec.get("linux", {}).items() if k != "seccomp"}
-            with filemounts.payload_fd(files) as payload, self._servers.get() as server:
-                reply = server.request({
+            failed: BaseException | None = None
+            with filemounts.payload_fd(files) as payload, self._servers.get() as server, server.exchange({
                     "op": "create", "id": container_id, "state_dir": str(cdir), "bundle": str(bundle),
                     "spec": {**spec, "linux": linux}, "rootfs": [asdict(m) for m in rootfs], "cgroup": cgroup,
                     "cgroup_dirs": cgroup_dirs, "seccomp": prog.hex(), "seccomp_flags": flags,
-                    "exec_fifo": str(cdir / sd.FIFO),
+                    "exec_fifo": str(cdir / sd.FIFO), "go": True,
                     "log_max_bytes": self.log_max_bytes, "supervisor": self._supervisor,
-                    "files": bool(files)}, [payload] if files else [])
+                    "files": bool(files)}, [payload] if files else []) as talk:
+                # while the server and the init work (the init needs its cgroup only at its cgroup
+                # step): the cgroup, then the state dir's copies for exec. "go" lets the monitor move
+                # the init into the cgroup; on a failure here the monitor is told to give up instead.
+                try:
+                    self._driver().create(cgroup["path"], spec.get("linux", {}).get("resources", {}))
+                    sd.write_json(cdir / sd.SPEC, spec)
+                    if prog:
+                        (cdir / sd.SECCOMP).write_bytes(prog)
+                except Exception as exc:  # raised once the server's reply is read (the create failed)
+                    failed = exc
+                talk.go(failed is None)
+                reply = talk.receive()
+            if failed is not None:
+                raise failed
             if not reply.get("ok"):
                 raise procio.failure(reply.get("error", {}))
             record.update({k: int(reply[k]) for k in ("pid", "start_time", "monitor_pid",

@@ -43,9 +43,11 @@ import os
 import signal
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from orchestrator.errors import RuntimeFailure
 from orchestrator.fsutil import write_all
 from orchestrator.runtime.linux import init, initplan, monitor
 from orchestrator.runtime.linux import syscalls as sc
@@ -54,6 +56,8 @@ from orchestrator.runtime.linux.spec import namespace_plan
 AHEAD = initplan.AHEAD       # network, IPC and UTS: made by the spare init before a request
 NICE = 5                     # how much lower the priority of a spare being made is (see ``fork``)
 ACCEPTED = b"accepted"       # the spare init to its monitor: it has the request and works on it
+GO, ABORT = b"g", b"a"       # the server to a spare monitor, after the request: move the init into its
+                             # cgroup (made by the API side meanwhile), or give the create up
 
 
 @dataclass
@@ -122,7 +126,8 @@ def fork(in_child: Any) -> Spare:
     return Spare(pid, req_w, report_r, init_w)
 
 
-def hand_over(spare: Spare, for_init: bytes, for_monitor: bytes) -> dict[str, Any] | None:
+def hand_over(spare: Spare, for_init: bytes, for_monitor: bytes,
+              go: Callable[[], bool] = lambda: True) -> dict[str, Any] | None:
     """The spare's report on a create request (what its init and its monitor get: ``requests``);
     None when the spare could not take it (gone, its init failed ahead, or it may not restore its
     priority): nothing was started, and the caller takes the ordinary path. The spare is used up
@@ -138,6 +143,10 @@ def hand_over(spare: Spare, for_init: bytes, for_monitor: bytes) -> dict[str, An
             return None
         try:
             write_all(spare.req_w, struct.pack(">Q", len(for_monitor)) + for_monitor)
+            # the caller's word (``forkserver._Go``): its cgroup is made, the monitor may move the
+            # init into it; or give up. A spare that declined meanwhile reads nothing of it.
+            with contextlib.suppress(BrokenPipeError):
+                write_all(spare.req_w, GO if go() else ABORT)
         except BrokenPipeError:
             out = b""
         else:
@@ -217,12 +226,15 @@ def _monitor_main(req_fd: int, report_fd: int, init_req_fd: int, base_nice: int)
         os.close(init_req_fd)        # the init's alone: the server's write fails once the init is gone
         _restore_priority(base_nice)
         raw = _read_request(req_fd)
-        os.close(req_fd)
         if raw is not None and _accepted(ahead):
             _restore_priority(base_nice)     # again: ours does not matter to the container, its init's does
             try:
                 req = json.loads(raw)
                 monitor._redirect_stdio(req["state_dir"])
+                if _read_exact(req_fd, 1) != GO:     # see hand_over
+                    raise RuntimeFailure("create given up by the caller", op="create",
+                                         path=req["state_dir"])
+                os.close(req_fd)
                 monitor.serve(req, report_fd, lambda r: _spawn(r, ahead))
             except BaseException:
                 # before or during _spawn (whose own failures kill it too): the init has the request

@@ -14,10 +14,12 @@
  *   2. wait for the init's "accepted" (it has its own request); without it the spare declines
  *      ({"declined": true}) and the server takes the ordinary path, nothing having been done;
  *   3. stdout/stderr to STATE_DIR/monitor.err; restart.json written when there is a policy;
- *   4. move the init into its cgroup (each dir's cgroup.procs) and tell it ("cgroup");
- *   5. wait for "ready", or an error report ("error" message op path errno step, NUL-separated),
+ *   4. wait for the server's word: "g" once the API side has made the cgroup (it does while the init
+ *      works), "a" to give the create up;
+ *   5. move the init into its cgroup (each dir's cgroup.procs) and tell it ("cgroup");
+ *   6. wait for "ready", or an error report ("error" message op path errno step, NUL-separated),
  *      which becomes the create's error as monitor._setup words it; on any failure the init is killed;
- *   6. report {"ok": true, "pid", "start_time", "monitor_pid", "monitor_start_time"} and exec
+ *   7. report {"ok": true, "pid", "start_time", "monitor_pid", "monitor_start_time"} and exec
  *      orch-supervise (same pid: the init's parent) with the container's stdout/stderr as fds 3 and 4.
  *
  * usage: orch-spare BASE_NICE NICE    (the server's priority, and how much lower to make the init at)
@@ -303,7 +305,6 @@ int main(int argc, char **argv) {
         return 0;
     }
     raw[len] = 0;
-    close(REQ);
 
     /* 2. the init's acceptance (spare._accepted): before it, nothing was done with the request */
     static char msg[65536];                         /* an init's report can name long paths */
@@ -361,7 +362,13 @@ int main(int argc, char **argv) {
     if (*restart_path)
         write_atomic(restart_path, restart_json);
 
-    /* 4. the cgroup (monitor._join_cgroup) */
+    /* 4. the server's word (spare.hand_over): the API side has made the cgroup; or give up */
+    char word = 0;
+    if (read_exact(REQ, &word, 1) < 0 || word != 'g')
+        fail("create", state_dir, 0, "create given up by the caller");
+    close(REQ);
+
+    /* 5. the cgroup (monitor._join_cgroup) */
     char pid_text[24];
     int pid_len = snprintf(pid_text, sizeof pid_text, "%d", (int)init_pid);
     for (int i = 0; i < ndirs; i++) {
@@ -375,7 +382,7 @@ int main(int argc, char **argv) {
     }
     send(chan, "cgroup", 6, MSG_NOSIGNAL);   /* a failed init's report is queued for us anyway */
 
-    /* 5. ready, or the failed step */
+    /* 6. ready, or the failed step */
     for (;;) {
         got = recv_init(msg, sizeof msg);
         if (got == 0)
@@ -398,7 +405,7 @@ int main(int argc, char **argv) {
     }
     close(chan);
 
-    /* 6. the report, then the supervisor */
+    /* 7. the report, then the supervisor */
     char report[256];
     int n = snprintf(report, sizeof report, "{\"ok\": true, \"pid\": %d, \"start_time\": %lld, \"monitor_pid\": "
                      "%d, \"monitor_start_time\": %lld}", (int)init_pid, start_time(init_pid), (int)getpid(),

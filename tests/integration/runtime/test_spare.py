@@ -261,3 +261,29 @@ def test_a_create_does_not_wait_for_a_running_exec(runtime: Any, bundles: Any) -
     t.join(10)
     for cid in ("next", "execd"):
         runtime.delete(cid, force=True)
+
+
+def test_a_cgroup_that_cannot_be_made_fails_the_create_and_the_next_one_works(runtime: Any,
+                                                                               bundles: Any) -> None:
+    """The API side makes the cgroup while the server and the init work, then says "go" (or gives
+    up): a cgroup the kernel refuses fails the create with that error, leaves nothing, and the
+    server reads the next request as a request (on a spare, and on the ordinary path)."""
+    from orchestrator.errors import RuntimeFailure
+
+    def bad_cpus(spec: dict[str, Any]) -> None:
+        spec["linux"]["resources"] = {"cpu": {"cpus": "4095"}}
+
+    def bad_cpus_host_net(spec: dict[str, Any]) -> None:    # no spare fits: the ordinary path
+        bad_cpus(spec)
+        spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"] if n["type"] != "network"]
+
+    for edit in (bad_cpus, bad_cpus_host_net):
+        bundle, rootfs = bundles.make(["true"], edit)
+        with pytest.raises(RuntimeFailure, match="cpuset"):
+            runtime.create("badcg", bundle, rootfs)
+        assert runtime.list() == []
+        bundle, rootfs = bundles.make(["true"])
+        runtime.create("next", bundle, rootfs)
+        runtime.start("next")
+        assert runtime.wait("next", timeout=20).exit_code == 0
+        runtime.delete("next", force=True)
