@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.runtime.linux import initplan, monitor, restart, statedir
-from orchestrator.runtime.linux.spare import NICE, Spare
+from orchestrator.runtime.linux.spare import NICE, Spare, channels
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,7 @@ def spawn(programs: Programs) -> Spare:
     fds: list[int] = []
     copies: list[int] = []
     try:
-        for _ in range(3):                   # the monitor's request, its report, the init's request
-            fds += os.pipe2(os.O_CLOEXEC)
+        fds = channels()
         req_r, req_w, report_r, report_w, init_r, init_w = fds
         # copies above the targets (0-7), so no dup2 below closes another's source
         for fd in (req_r, report_w, init_r, programs.init_fd, programs.python_fd):

@@ -46,7 +46,7 @@ if TYPE_CHECKING:     # the server imports it in serve(); the API process (ForkS
     from orchestrator.runtime.linux.spare import Spare
 
 _MAX_MSG = 4 << 20
-GO, ABORT = b"go", b"abort"    # a create's second message (``"go": true``): its cgroup is ready, or not
+GO = b"g"                  # on a create's "go" pipe: its cgroup is made (``monitor.await_go``)
 SPARES = 2                 # warm spares per server (``spare``, ``cspare``)
 IDLE_REFILL_S = 0.005      # how long to be idle before making one while another is left
 
@@ -151,49 +151,25 @@ def _child_reply(sock: socket.socket, body: Callable[[int], object], died: str, 
     return pid, reply
 
 
-class _Go:
-    """The caller's word on a create sent with ``"go": true`` (``Exchange.go``), read once: it makes
-    the cgroup while we and the init work, and the monitor moves the init into it only after GO."""
-
-    def __init__(self, sock: socket.socket, expected: bool) -> None:
-        self._sock, self._word = sock, None if expected else GO
-
-    def wait(self) -> bool:
-        if self._word is None:
-            try:
-                self._word = self._sock.recv(16)
-            except OSError:
-                self._word = b""
-        return self._word == GO
-
-
 def _create(req: dict[str, Any], fds: list[int], sock: socket.socket, raw: bytes,
             spares: list[Spare]) -> dict[str, Any]:
-    go = _Go(sock, bool(req.get("go")))
-    try:
-        return _create_with(req, fds, sock, raw, spares, go)
-    finally:
-        go.wait()                         # whatever happened: the word is never read as a request
-
-
-def _create_with(req: dict[str, Any], fds: list[int], sock: socket.socket, raw: bytes,
-                 spares: list[Spare], go: _Go) -> dict[str, Any]:
     from orchestrator.runtime.linux import spare
+    # "go": the API side makes the cgroup while we and the init work, and writes GO to this pipe
+    # (the last fd) when it is there; the monitor waits for it before moving the init (spare.await_go)
+    go_fd = fds[-1] if req.get("go") and fds else -1
     sent = spare.requests(spares[0], req, raw) if spares else None
     if sent is not None:
         ready = spares.pop(0)             # the oldest: its set-up is surely done
         ends = ready.ends()
         try:
-            reply = spare.hand_over(ready, *sent, go.wait)
+            reply = spare.hand_over(ready, *sent, go_fd)
         finally:
             _SERVER_ONLY.difference_update(ends)      # closed by hand_over
         if reply is not None:
             return reply
     if req.get("files"):
         req["files_payload"] = _files_payload(req, fds)
-    if not go.wait():                     # the ordinary path starts once the cgroup is there
-        return {"ok": False, "error": {"message": "create given up by the caller", "op": "create",
-                                       "path": req.get("state_dir", ""), "errno": 0}}
+    req["go_fd"] = go_fd                  # inherited by the monitor forked below
     # one fork, not two: the monitor is our child until we exit (then the host init adopts it) and is
     # reaped by our SIGCHLD handler. setsid (in _monitor): no terminal signals from the CLI reach it.
     _pid, reply = _child_reply(sock, lambda w: _monitor(req, w), "container monitor died during set-up",
@@ -329,16 +305,19 @@ def _serve(sock: socket.socket, spares: list[Spare], programs: Programs | None) 
 class Exchange:
     """One request in flight (``ForkServer.exchange``): the caller's word, then the server's reply."""
 
-    def __init__(self, sock: socket.socket, expects_go: bool) -> None:
-        self._sock, self._go_pending = sock, expects_go
+    def __init__(self, sock: socket.socket, go_w: int) -> None:
+        self._sock, self._go_w = sock, go_w
         self.reply: dict[str, Any] | None = None
 
     def go(self, ok: bool) -> None:
-        """For a create sent with ``"go": true``: its cgroup is made (True), or give it up (False)."""
-        if self._go_pending:
-            self._go_pending = False
-            with contextlib.suppress(OSError):      # a server gone: receive() says so
-                self._sock.send(GO if ok else ABORT)
+        """For a create sent with a "go" pipe: its cgroup is made (True), or give it up (False: the
+        pipe is closed unwritten, which is also what our exit does)."""
+        if self._go_w >= 0:
+            with contextlib.suppress(OSError):      # the monitor gone already: its report says why
+                if ok:
+                    os.write(self._go_w, GO)
+            os.close(self._go_w)
+            self._go_w = -1
 
     def receive(self) -> dict[str, Any]:
         if self.reply is None:
@@ -395,16 +374,27 @@ class ForkServer:
 
     @contextlib.contextmanager
     def exchange(self, req: dict[str, Any], fds: Sequence[int] = ()) -> Iterator[Exchange]:
-        """Send ``req`` and let the caller work while the server does (a create with ``"go": true``
-        then says ``go(True/False)``); the reply is read by ``receive()``. A block left early (an
-        exception) still sends "abort" and reads the reply, so the next request never gets this one's."""
+        """Send ``req`` and let the caller work while the server does; the reply is read by
+        ``receive()``. A create with ``"go": true`` gets a "go" pipe (its read end sent last): the
+        caller says ``go(True)`` once the container's cgroup is made, ``go(False)`` to give it up. A
+        block left early (an exception) gives up and still reads the reply, so the next request
+        never gets this one's."""
         with self._lock:
+            go_r = go_w = -1
             try:
+                if req.get("go"):
+                    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+                    fds = [*fds, go_r]
                 socket.send_fds(self._sock, [json.dumps(req).encode()], list(fds))
             except OSError as exc:
+                for fd in (go_r, go_w):
+                    if fd >= 0:
+                        os.close(fd)
                 raise RuntimeFailure(f"fork server unreachable: {exc}", op="forkserver",
                                      errno=exc.errno or 0) from exc
-            talk = Exchange(self._sock, bool(req.get("go")))
+            if go_r >= 0:
+                os.close(go_r)              # the server has its own copy now
+            talk = Exchange(self._sock, go_w)
             try:
                 yield talk
             finally:

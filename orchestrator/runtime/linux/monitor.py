@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 from orchestrator.errors import RuntimeFailure
 from orchestrator.runtime.linux import init, restart, statedir
 from orchestrator.runtime.linux import syscalls as sc
+from orchestrator.runtime.linux.forkserver import GO
 from orchestrator.runtime.linux.spec import namespace_plan
 
 SETUP_TIMEOUT_S = 60.0
@@ -273,11 +274,27 @@ def fork_init(body: Callable[[socket.socket, tuple[int, int, int]], NoReturn],
     return pid, out_r, err_r, wake_r, mine
 
 
-def finish_setup(req: dict[str, Any], pid: int, chan: socket.socket, *, direct: bool) -> int:
-    """Serve the child's set-up to its end; returns the init's pid. ``direct``: the child is the init
-    itself, so we start its cgroup move (an RCU grace period) while it mounts. On any failure the
-    child and whatever it forked are killed."""
+def await_go(go_fd: int) -> None:
+    """Until the API side says the container's cgroup is made: it makes it while the server and the
+    init work, and writes ``forkserver.GO`` to the create's "go" pipe then. Raises when it gave the
+    create up instead (any other byte, or an end of file). -1: nothing to wait for."""
+    if go_fd < 0:
+        return
     try:
+        word = os.read(go_fd, 1)
+    finally:
+        os.close(go_fd)
+    if word != GO:
+        raise RuntimeFailure("create given up by the caller", op="create")
+
+
+def finish_setup(req: dict[str, Any], pid: int, chan: socket.socket, *, direct: bool,
+                 go_fd: int = -1) -> int:
+    """Serve the child's set-up to its end; returns the init's pid. ``direct``: the child is the init
+    itself, so we start its cgroup move (an RCU grace period) while it mounts, once the cgroup is
+    there (``go_fd``, see ``await_go``). On any failure the child and whatever it forked are killed."""
+    try:
+        await_go(go_fd)
         if direct:
             _join_cgroup(req, pid)
             with contextlib.suppress(BrokenPipeError):   # the init failed already; its report is queued
@@ -291,9 +308,10 @@ def finish_setup(req: dict[str, Any], pid: int, chan: socket.socket, *, direct: 
         chan.close()
 
 
-def _spawn(req: dict[str, Any], close_in_child: tuple[int, ...]) -> tuple[int, int, int, int]:
+def _spawn(req: dict[str, Any], close_in_child: tuple[int, ...],
+           go_fd: int = -1) -> tuple[int, int, int, int]:
     """Fork the container init and serve its set-up; returns (init pid, stdout, stderr, SIGCHLD wake fd).
-    Our fd 0 must already be /dev/null (it is the init's stdin)."""
+    Our fd 0 must already be /dev/null (it is the init's stdin). ``go_fd``: see ``await_go``."""
     plan = namespace_plan(req["spec"])
     direct = not plan.new_user and all(flag != sc.CLONE_NEWUSER for flag, _ in plan.joins)
     if direct:        # no user namespace: no stage 1 needed, our next child is the init (PID 1)
@@ -303,8 +321,9 @@ def _spawn(req: dict[str, Any], close_in_child: tuple[int, ...]) -> tuple[int, i
         if plan.new_flags & sc.CLONE_NEWPID:
             sc.unshare(sc.CLONE_NEWPID)
     first = init.direct if direct else init.stage1
-    pid, out_r, err_r, wake_r, chan = fork_init(lambda ch, stdio: first(req, ch, stdio), close_in_child)
-    return finish_setup(req, pid, chan, direct=direct), out_r, err_r, wake_r
+    keep_out = (*close_in_child, go_fd) if go_fd >= 0 else close_in_child
+    pid, out_r, err_r, wake_r, chan = fork_init(lambda ch, stdio: first(req, ch, stdio), keep_out)
+    return finish_setup(req, pid, chan, direct=direct, go_fd=go_fd), out_r, err_r, wake_r
 
 
 def _redirect_stdio(state_dir: str) -> None:
@@ -359,11 +378,15 @@ def run(req: dict[str, Any], report_fd: int) -> NoReturn:
     """Body of the monitor process; never returns."""
     code = 1
     try:
-        os.closerange(3, report_fd)
-        os.closerange(report_fd + 1, 65536)
+        go_fd = int(req.pop("go_fd", -1))       # never into restart.json: a restart has no caller
+        low = 3
+        for keep in sorted({report_fd, go_fd} - {-1}):
+            os.closerange(low, keep)
+            low = keep + 1
+        os.closerange(low, 65536)
         _redirect_stdio(req["state_dir"])
         become_monitor()
-        serve(req, report_fd, lambda r: _spawn(r, (report_fd,)))
+        serve(req, report_fd, lambda r: _spawn(r, (report_fd,), go_fd))
         code = 0
     except BaseException as exc:  # reported to create, or to monitor.err once set-up is over
         report_failure(report_fd, exc)

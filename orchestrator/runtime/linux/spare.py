@@ -43,11 +43,9 @@ import os
 import signal
 import socket
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from orchestrator.errors import RuntimeFailure
 from orchestrator.fsutil import write_all
 from orchestrator.runtime.linux import init, initplan, monitor
 from orchestrator.runtime.linux import syscalls as sc
@@ -56,8 +54,6 @@ from orchestrator.runtime.linux.spec import namespace_plan
 AHEAD = initplan.AHEAD       # network, IPC and UTS: made by the spare init before a request
 NICE = 5                     # how much lower the priority of a spare being made is (see ``fork``)
 ACCEPTED = b"accepted"       # the spare init to its monitor: it has the request and works on it
-GO, ABORT = b"g", b"a"       # the server to a spare monitor, after the request: move the init into its
-                             # cgroup (made by the API side meanwhile), or give the create up
 
 
 @dataclass
@@ -109,8 +105,7 @@ def fork(in_child: Any) -> Spare:
     base = os.getpriority(os.PRIO_PROCESS, 0)
     fds: list[int] = []
     try:
-        for _ in range(3):                   # the monitor's request, its report, the init's request
-            fds += os.pipe2(os.O_CLOEXEC)
+        fds = channels()
         req_r, req_w, report_r, report_w, init_r, init_w = fds
         pid = os.fork()
     except OSError:
@@ -126,8 +121,23 @@ def fork(in_child: Any) -> Spare:
     return Spare(pid, req_w, report_r, init_w)
 
 
-def hand_over(spare: Spare, for_init: bytes, for_monitor: bytes,
-              go: Callable[[], bool] = lambda: True) -> dict[str, Any] | None:
+def channels() -> list[int]:
+    """A spare's channels, close-on-exec: its monitor's request (a stream socket: the request comes
+    with the create's "go" pipe attached), its report, its init's request (pipes)."""
+    fds: list[int] = []
+    try:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds += [a.detach(), b.detach()]
+        for _ in range(2):
+            fds += os.pipe2(os.O_CLOEXEC)
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds
+
+
+def hand_over(spare: Spare, for_init: bytes, for_monitor: bytes, go_fd: int = -1) -> dict[str, Any] | None:
     """The spare's report on a create request (what its init and its monitor get: ``requests``);
     None when the spare could not take it (gone, its init failed ahead, or it may not restore its
     priority): nothing was started, and the caller takes the ordinary path. The spare is used up
@@ -142,11 +152,9 @@ def hand_over(spare: Spare, for_init: bytes, for_monitor: bytes,
         except BrokenPipeError:
             return None
         try:
-            write_all(spare.req_w, struct.pack(">Q", len(for_monitor)) + for_monitor)
-            # the caller's word (``forkserver._Go``): its cgroup is made, the monitor may move the
-            # init into it; or give up. A spare that declined meanwhile reads nothing of it.
-            with contextlib.suppress(BrokenPipeError):
-                write_all(spare.req_w, GO if go() else ABORT)
+            # with the create's "go" pipe (``ForkServer.exchange``): the monitor moves the init into
+            # its cgroup once the API side, which makes it meanwhile, says so there (monitor.await_go)
+            _send_with_fd(spare.req_w, struct.pack(">Q", len(for_monitor)) + for_monitor, go_fd)
         except BrokenPipeError:
             out = b""
         else:
@@ -170,6 +178,28 @@ def discard(spare: Spare, *, wait: bool = True) -> None:
     if wait:
         with contextlib.suppress(ChildProcessError):     # the server's SIGCHLD handler may have reaped it
             os.waitpid(spare.pid, 0)
+
+
+def _send_with_fd(sock_fd: int, data: bytes, fd: int) -> None:
+    """``data`` down a stream socket, ``fd`` (unless -1) attached to its first byte."""
+    with socket.socket(fileno=os.dup(sock_fd)) as sock:
+        sent = socket.send_fds(sock, [data], [fd] if fd >= 0 else [])
+        if sent < len(data):        # never an empty send: EPIPE once the reader has all and closed
+            sock.sendall(data[sent:])
+
+
+def _recv_with_fd(sock_fd: int) -> tuple[bytes | None, int]:
+    """A length-prefixed request and the descriptor attached to it (-1: none); None at an end of file
+    first (the server went away)."""
+    with socket.socket(fileno=os.dup(sock_fd)) as sock:
+        head, fds, _flags, _addr = socket.recv_fds(sock, 8, 1)
+    go_fd = fds[0] if fds else -1
+    if len(head) < 8:
+        rest = _read_exact(sock_fd, 8 - len(head)) if head else None
+        if rest is None:
+            return None, go_fd
+        head += rest
+    return _read_exact(sock_fd, struct.unpack(">Q", head)[0]), go_fd
 
 
 def _read_all(fd: int) -> bytes:
@@ -225,16 +255,14 @@ def _monitor_main(req_fd: int, report_fd: int, init_req_fd: int, base_nice: int)
         ahead = _fork_init((req_fd, report_fd), init_req_fd, base_nice)
         os.close(init_req_fd)        # the init's alone: the server's write fails once the init is gone
         _restore_priority(base_nice)
-        raw = _read_request(req_fd)
+        raw, go_fd = _recv_with_fd(req_fd)
+        os.close(req_fd)
         if raw is not None and _accepted(ahead):
             _restore_priority(base_nice)     # again: ours does not matter to the container, its init's does
             try:
                 req = json.loads(raw)
                 monitor._redirect_stdio(req["state_dir"])
-                if _read_exact(req_fd, 1) != GO:     # see hand_over
-                    raise RuntimeFailure("create given up by the caller", op="create",
-                                         path=req["state_dir"])
-                os.close(req_fd)
+                monitor.await_go(go_fd)
                 monitor.serve(req, report_fd, lambda r: _spawn(r, ahead))
             except BaseException:
                 # before or during _spawn (whose own failures kill it too): the init has the request

@@ -14,8 +14,8 @@
  *   2. wait for the init's "accepted" (it has its own request); without it the spare declines
  *      ({"declined": true}) and the server takes the ordinary path, nothing having been done;
  *   3. stdout/stderr to STATE_DIR/monitor.err; restart.json written when there is a policy;
- *   4. wait for the server's word: "g" once the API side has made the cgroup (it does while the init
- *      works), "a" to give the create up;
+ *   4. wait for the API side's word on the "go" pipe that came with the request: "g" once it has
+ *      made the cgroup (it does while the init works); anything else, or an end of file: give up;
  *   5. move the init into its cgroup (each dir's cgroup.procs) and tell it ("cgroup");
  *   6. wait for "ready", or an error report ("error" message op path errno step, NUL-separated),
  *      which becomes the create's error as monitor._setup words it; on any failure the init is killed;
@@ -23,7 +23,7 @@
  *      orch-supervise (same pid: the init's parent) with the container's stdout/stderr as fds 3 and 4.
  *
  * usage: orch-spare BASE_NICE NICE    (the server's priority, and how much lower to make the init at)
- * fds: 3 the request pipe, 4 the report pipe, 5 the init's request pipe (handed to it as its fd 4),
+ * fds: 3 the request socket, 4 the report pipe, 5 the init's request pipe (handed to it as its fd 4),
  *      6 orch-init (sealed memfd), 7 the sealed interpreter (the restarter's, monitor.EXE_FD).
  */
 #define _GNU_SOURCE
@@ -290,10 +290,22 @@ int main(int argc, char **argv) {
         return 1;
     setpriority(PRIO_PROCESS, 0, base);             /* made; wait at the server's priority */
 
-    /* 1. the request */
+    /* 1. the request, with the create's "go" pipe attached to its first byte (spare.hand_over) */
     unsigned char head[8];
     uint64_t len = 0;
-    if (read_exact(REQ, head, 8) < 0) {
+    int go_fd = -1;
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
+    struct iovec iov = {head, sizeof head};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                        .msg_controllen = sizeof control.buf};
+    ssize_t first;
+    do
+        first = recvmsg(REQ, &mh, MSG_CMSG_CLOEXEC);
+    while (first < 0 && errno == EINTR);
+    struct cmsghdr *cm = first > 0 ? CMSG_FIRSTHDR(&mh) : NULL;
+    if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+        memcpy(&go_fd, CMSG_DATA(cm), sizeof go_fd);
+    if (first <= 0 || read_exact(REQ, head + first, sizeof head - (size_t)first) < 0) {
         kill_init();                                /* never used: the server went away */
         return 0;
     }
@@ -362,11 +374,13 @@ int main(int argc, char **argv) {
     if (*restart_path)
         write_atomic(restart_path, restart_json);
 
-    /* 4. the server's word (spare.hand_over): the API side has made the cgroup; or give up */
-    char word = 0;
-    if (read_exact(REQ, &word, 1) < 0 || word != 'g')
-        fail("create", state_dir, 0, "create given up by the caller");
+    /* 4. the API side's word (spare.await_go): the cgroup is made; or give the create up */
     close(REQ);
+    char word = 'g';
+    if (go_fd >= 0 && (read_exact(go_fd, &word, 1) < 0 || word != 'g'))
+        fail("create", "", 0, "create given up by the caller");
+    if (go_fd >= 0)
+        close(go_fd);
 
     /* 5. the cgroup (monitor._join_cgroup) */
     char pid_text[24];
