@@ -2,7 +2,7 @@
  * orch-init: the container init of a warm spare, in C (see spare.py; the plan it runs is initplan.py's).
  *
  * The spare monitor (orch-spare) unshares a pid namespace and posix_spawns this program from a sealed
- * memfd copy (forkserver.sealed_copy): PID 1 of the new namespace, with no page table worth copying
+ * memfd copy (forkclient.sealed_copy): PID 1 of the new namespace, with no page table worth copying
  * and no interpreter to tear down at execve. Ahead of any request it makes itself undumpable, creates network,
  * IPC and UTS namespaces, brings lo up, and waits. The fork server then sends it a create request
  * compiled into a flat list of ops (initplan.compile): the steps of init.container_init, in that order,

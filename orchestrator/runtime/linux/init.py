@@ -236,7 +236,7 @@ def _through_magic_link(path: str) -> bool:
 def check_executable(arg0: str, env: dict[str, str], *, must_exist: bool = True) -> None:
     """``arg0`` names an executable file of the container (PATH searched as ``execvpe`` will), reached
     without a /proc magic link. ``/proc/self/exe`` of a runtime process is the interpreter that forked
-    it (a sealed memfd, see ``forkserver.sealed_interpreter``); refusing it outright is runc's second
+    it (a sealed memfd, see ``forkclient.sealed_interpreter``); refusing it outright is runc's second
     line of defence against CVE-2019-5736 (a ``#!/proc/self/exe`` script is left to the memfd). With
     ``must_exist`` False a missing program is left for ``execve`` to report."""
     candidates = [arg0] if "/" in arg0 else \

@@ -5,7 +5,7 @@ orchestrator: the host init adopts it). It is a child subreaper, forks the init 
 ``init.stage1`` with a user namespace), writes uid/gid maps when asked, moves the init into its cgroup,
 and reports the outcome of set-up to the fork server over ``report_fd``. Then it supervises: it execs
 ``orch-supervise`` (``supervise.c``, built by ``cmonitor``; ~0.1 MB of unique memory) or, without it,
-runs the same loop in Python (``_supervise``): copy the container's stdout/stderr into a size-capped
+runs the same loop in Python (``pysupervise``): copy the container's stdout/stderr into a size-capped
 JSON-lines log, reap the init, record exit code / signal / OOM kill in ``exit.json`` atomically, exit.
 With a restart policy (``restart``) the monitor saves its request as ``restart.json`` and the supervisor,
 after an exit the policy restarts, becomes the ``restarter`` (same pid), which uses ``_spawn`` and
@@ -19,62 +19,21 @@ import contextlib
 import fcntl
 import json
 import os
-import select
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 from orchestrator.errors import RuntimeFailure
 from orchestrator.runtime.linux import init, restart, statedir
 from orchestrator.runtime.linux import syscalls as sc
-from orchestrator.runtime.linux.forkserver import GO
+from orchestrator.runtime.linux.forkclient import GO
 from orchestrator.runtime.linux.spec import namespace_plan
 
 SETUP_TIMEOUT_S = 60.0
-DRAIN_AFTER_EXIT_S = 1.0     # processes of a shared pid namespace may hold our pipes after init exits
-_PARTIAL_MAX = 16384         # a line longer than this is logged in pieces
 FILES_FD = 5                 # the config/secret files payload across the supervisor's exec (restarts)
 EXE_FD = 6                   # the sealed interpreter (memfd) the restarter is exec'd from
-
-
-class LogWriter:
-    """JSON lines with a timestamp and the stream name; rotated once to ``.1`` past ``max_bytes``."""
-
-    def __init__(self, path: str, max_bytes: int) -> None:
-        self.path, self.max_bytes = path, max_bytes
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        self.size = os.fstat(self.fd).st_size
-        self.partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
-
-    def _emit(self, stream: str, raw: bytes) -> None:
-        rec = json.dumps({"t": time.time(), "s": stream, "m": raw.decode(errors="replace")}) + "\n"
-        data = rec.encode()
-        if self.size + len(data) > self.max_bytes:
-            os.close(self.fd)
-            os.replace(self.path, self.path + ".1")
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-            self.size = 0
-        os.write(self.fd, data)
-        self.size += len(data)
-
-    def feed(self, stream: str, data: bytes) -> None:
-        buf = self.partial[stream] + data
-        *lines, rest = buf.split(b"\n")
-        for line in lines:
-            self._emit(stream, line)
-        while len(rest) > _PARTIAL_MAX:
-            self._emit(stream, rest[:_PARTIAL_MAX])
-            rest = rest[_PARTIAL_MAX:]
-        self.partial[stream] = rest
-
-    def flush(self) -> None:
-        for stream, rest in self.partial.items():
-            if rest:
-                self._emit(stream, rest)
-        self.partial = {"stdout": b"", "stderr": b""}
 
 
 def _write_maps(pid: int, spec: dict[str, Any]) -> None:
@@ -132,66 +91,6 @@ def _setup(chan: socket.socket, req: dict[str, Any], init_pid: int) -> int:
                                  op=err["op"], path=err["path"], errno=int(err["errno"]))
         elif msg.get("ready"):
             return init_pid
-
-
-def _exit_record(req: dict[str, Any], status: int | None) -> dict[str, Any]:
-    code = sig = None
-    if status is not None:
-        if os.WIFSIGNALED(status):
-            sig = os.WTERMSIG(status)
-            code = 128 + sig           # the shell / docker convention
-        else:
-            code = os.WEXITSTATUS(status)
-    oom = False
-    if req.get("cgroup"):
-        try:
-            from pathlib import Path
-
-            from orchestrator.runtime.linux.cgroups import driver_for
-            cgroup = driver_for(Path(req["cgroup"]["root"])).open(req["cgroup"]["path"])
-            # the count since this run started: earlier runs' kills are before the baseline
-            oom = cgroup.stats().oom_kill_count > statedir.oom_baseline(req["state_dir"])
-        except Exception:  # an unreadable cgroup must not lose the exit code
-            oom = False
-    return {"exit_code": code, "exit_signal": sig, "finished_at": time.time(), "oom_killed": oom,
-            "restart_pending": False, "restart_delay_ms": -1}
-
-
-def _supervise(req: dict[str, Any], init_pid: int, outs: dict[int, str], wake: int) -> int | None:
-    log = LogWriter(os.path.join(req["state_dir"], statedir.LOG), int(req.get("log_max_bytes", 10 << 20)))
-    poller = select.poll()
-    for fd in (*outs, wake):
-        poller.register(fd, select.POLLIN)
-    status: int | None = None
-    deadline = 0.0
-    while outs or status is None:
-        timeout_ms = None if status is None else max(0, int((deadline - time.monotonic()) * 1000))
-        if timeout_ms == 0:
-            break
-        for fd, _ev in poller.poll(timeout_ms):
-            if fd == wake:
-                with contextlib.suppress(BlockingIOError):
-                    while len(os.read(wake, 512)) == 512:
-                        pass
-                while True:
-                    try:
-                        pid, st = os.waitpid(-1, os.WNOHANG)
-                    except ChildProcessError:
-                        pid = 0
-                    if pid == 0:
-                        break
-                    if pid == init_pid:
-                        status, deadline = st, time.monotonic() + DRAIN_AFTER_EXIT_S
-                continue
-            data = os.read(fd, 65536)
-            if data:
-                log.feed(outs[fd], data)
-            else:
-                poller.unregister(fd)
-                os.close(fd)
-                del outs[fd]
-    log.flush()
-    return status
 
 
 def _exec_supervisor(req: dict[str, Any], init_pid: int, out_r: int, err_r: int) -> NoReturn:
@@ -276,7 +175,7 @@ def fork_init(body: Callable[[socket.socket, tuple[int, int, int]], NoReturn],
 
 def await_go(go_fd: int) -> None:
     """Until the API side says the container's cgroup is made: it makes it while the server and the
-    init work, and writes ``forkserver.GO`` to the create's "go" pipe then. Raises when it gave the
+    init work, and writes ``forkclient.GO`` to the create's "go" pipe then. Raises when it gave the
     create up instead (any other byte, or an end of file). -1: nothing to wait for."""
     if go_fd < 0:
         return
@@ -397,8 +296,9 @@ def run(req: dict[str, Any], report_fd: int) -> NoReturn:
 def _supervise_or_exec(req: dict[str, Any], init_pid: int, out_r: int, err_r: int, wake_r: int) -> None:
     if req.get("supervisor"):
         _exec_supervisor(req, init_pid, out_r, err_r)
-    status = _supervise(req, init_pid, {out_r: "stdout", err_r: "stderr"}, wake_r)
-    record = _exit_record(req, status)
+    from orchestrator.runtime.linux import pysupervise
+    status = pysupervise.supervise(req, init_pid, {out_r: "stdout", err_r: "stderr"}, wake_r)
+    record = pysupervise.exit_record(req, status)
     # the policy as it is now: update_restart may have changed it in restart.json while we ran
     now = statedir.read_json(os.path.join(req["state_dir"], statedir.RESTART_REQ)) or req
     if status is None or not restart.from_annotations(now["spec"].get("annotations", {})).enabled:

@@ -28,7 +28,7 @@ from orchestrator.runtime.base import ContainerState, ExecResult, LogLine, Mount
 from orchestrator.runtime.files import FileSpec, check_files
 from orchestrator.runtime.linux import cmonitor, filemounts, procio, restart
 from orchestrator.runtime.linux import statedir as sd
-from orchestrator.runtime.linux.forkserver import ForkServer
+from orchestrator.runtime.linux.forkclient import ForkServer
 from orchestrator.runtime.linux.serverpool import ServerPool
 from orchestrator.runtime.linux.spec import load_bundle
 

@@ -2,12 +2,13 @@
 
 Run as ``python -m orchestrator.runtime.linux.restarter STATE_DIR``, exec'd by the C supervisor
 (``supervise.c``) once the init has exited, the policy (``restart``) said "restart" and the backoff has
-passed; or called by the Python supervisor (``monitor._supervise``) through :func:`after_exit`. Being the
-same pid as the monitor, it is still the subreaper and the parent of what it forks, and the pid + start
-time recorded for the monitor stay valid. It replays the monitor's create request (``restart.json``):
-fresh namespaces, same cgroup, same rootfs mounts (the overlay's upper dir, so the writable layer
-persists), starts the init itself through a private fifo, records the restart (``restarts.json``, the new
-init pid in ``state.json``, ``started.json``), removes ``exit.json`` and execs the supervisor again.
+passed; or called by the Python supervisor (``pysupervise``, via ``monitor``) through
+:func:`after_exit`. Being the same pid as the monitor, it is still the subreaper and the parent of
+what it forks, and the pid + start time recorded for the monitor stay valid. It replays the monitor's
+create request (``restart.json``): fresh namespaces, same cgroup, same rootfs mounts (the overlay's
+upper dir, so the writable layer persists), starts the init itself through a private fifo, records
+the restart (``restarts.json``, the new init pid in ``state.json``, ``started.json``), removes
+``exit.json`` and execs the supervisor again.
 
 A ``kill``/``delete`` by the user writes the ``user-stop`` marker before signalling: it is checked before
 the fork and again once the new init is in its cgroup (the cgroup-wide kill of ``delete`` catches any init

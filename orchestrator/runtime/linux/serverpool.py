@@ -2,7 +2,7 @@
 
 One server handles one request at a time and waits for each container's set-up report, so the
 executor's parallel creates would queue behind each other; the pool starts another server only when
-every started one is busy, up to a size (the CPU count, capped). Neighbours: ``forkserver`` (one
+every started one is busy, up to a size (the CPU count, capped). Neighbours: ``forkclient`` (one
 server and its client), ``native`` (the only user).
 """
 
@@ -12,7 +12,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-from orchestrator.runtime.linux.forkserver import ForkServer
+from orchestrator.runtime.linux.forkclient import ForkServer
 
 
 class ServerPool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.runtime.linux.forkserver import ForkServer
+from orchestrator.runtime.linux.forkclient import ForkServer
 
 pytestmark = pytest.mark.root
 

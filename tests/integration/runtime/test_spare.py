@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from orchestrator.runtime.linux import forkserver, spare
-from orchestrator.runtime.linux.forkserver import ForkServer
+from orchestrator.runtime.linux.forkclient import ForkServer
 
 pytestmark = pytest.mark.root
 

@@ -22,7 +22,7 @@ from orchestrator import manifest as manifests
 from orchestrator.errors import ManifestError, RuntimeFailure
 from orchestrator.policy import sysctl_allowed, sysctl_refusal
 from orchestrator.runtime.linux import init, security_defaults
-from orchestrator.runtime.linux.forkserver import sealed_interpreter
+from orchestrator.runtime.linux.forkclient import sealed_interpreter
 from orchestrator.runtime.linux.spec import validate
 
 ALL_NS = ["pid", "network", "ipc", "uts", "mount", "cgroup"]
