@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.errors import RuntimeFailure
 from orchestrator.runtime.linux import statedir
-from orchestrator.runtime.linux.monitor import LogWriter
+from orchestrator.runtime.linux.pysupervise import LogWriter
 from orchestrator.runtime.linux.rootfs import secure_join
 
 
