@@ -73,7 +73,11 @@ def test_spare_is_made_ahead_in_its_own_namespaces_and_goes_away_with_the_server
     try:
         mon, init = _spare_pids(server.pid)
         assert _status(init, "NSpid").split()[-1] == "1"            # PID 1 of a new pid namespace
-        assert os.readlink(f"/proc/{init}/exe").startswith("/memfd:orch-init" if c_init else "/memfd:")
+        want = "/memfd:orch-init" if c_init else "/memfd:"
+        deadline = time.monotonic() + 5                 # a spawned init is the monitor's until its exec
+        while not os.readlink(f"/proc/{init}/exe").startswith(want) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert os.readlink(f"/proc/{init}/exe").startswith(want)
         assert _status(init, "SigBlk") == "0000000000000000"
         for kind in ("net", "ipc", "uts"):                           # made ahead (just after the fork)
             deadline = time.monotonic() + 5
