@@ -158,6 +158,23 @@ def _namespaces(spec: dict[str, Any]) -> str:
         return "linux.namespaces: a new user namespace needs uidMappings and gidMappings"
     if spec.get("hostname") and "uts" not in seen:
         return "hostname: needs a uts namespace (the host name would change otherwise)"
+    if "mount" not in seen:
+        # the init mounts the rootfs, changes propagation and pivots: in the host's namespace that
+        # would be the host's root
+        return "linux.namespaces: needs a new mount namespace (or a container's, by path)"
+    return ""
+
+
+_UNCHANGED = 0xFFFFFFFF          # (uid_t)-1: "leave unchanged" to setresuid/setresgid, not an id
+
+
+def _user(spec: dict[str, Any]) -> str:
+    user = spec.get("process", {}).get("user", {})
+    for key in ("uid", "gid"):
+        if user.get(key) == _UNCHANGED:
+            return f"process.user.{key}: 4294967295 is not an id (it means 'unchanged': root would stay)"
+    if _UNCHANGED in (user.get("additionalGids") or []):
+        return "process.user.additionalGids: 4294967295 is not a group id"
     return ""
 
 
@@ -198,7 +215,8 @@ def _rlimits(spec: dict[str, Any]) -> str:
     return ""
 
 
-CHECKS: tuple[Check, ...] = (_args, _cwd, _terminal, _hooks, _root, _mounts, _namespaces, _sysctls, _rlimits)
+CHECKS: tuple[Check, ...] = (_args, _cwd, _terminal, _hooks, _root, _mounts, _namespaces, _user, _sysctls,
+                             _rlimits)
 
 
 def _schema_errors(spec: dict[str, Any]) -> list[str]:

@@ -49,6 +49,10 @@ def test_good_spec_has_no_problems() -> None:
     ({"linux__namespaces": [{"type": "pid"}]}, "hostname"),
     ({"linux__namespaces": [{"type": "user"}, {"type": "uts"}]}, "uidMappings"),
     ({"linux__uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}, "needs a user namespace"),
+    ({"linux__namespaces": [{"type": "pid"}, {"type": "uts"}]}, "needs a new mount namespace"),
+    ({"process__user": {"uid": 4294967295, "gid": 0}}, "process.user.uid"),
+    ({"process__user": {"uid": 0, "gid": 4294967295}}, "process.user.gid"),
+    ({"process__user": {"uid": 0, "gid": 0, "additionalGids": [4294967295]}}, "additionalGids"),
     ({"root": {}}, "root"),
     ({"hooks": {"prestart": [{"path": "/bin/true"}]}}, "hooks"),
 ])
