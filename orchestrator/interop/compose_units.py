@@ -9,6 +9,7 @@ Neighbours: ``interop.compose_service`` (the only caller).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ def parse_duration(value: object) -> float:
     """Go-style duration (``1m30s``, ``500ms``, ``2h``) or a bare number of seconds -> seconds."""
     if isinstance(value, bool):
         raise ValueError(f"expected a duration, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):     # YAML's .inf / .nan
+        raise ValueError(f"expected a finite duration, got {value!r}")
     if isinstance(value, int | float):
         return float(value)
     text = str(value).strip()
@@ -51,6 +54,8 @@ def parse_bytes(value: object) -> int:
     if isinstance(value, int):
         return value
     if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite byte size, got {value!r}")
         return int(value)
     m = _BYTES.fullmatch(str(value).strip())
     if m is None:

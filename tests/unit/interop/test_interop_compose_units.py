@@ -56,8 +56,8 @@ def test_parse_duration(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "10", "abc", "5 s", "1d"])
-def test_parse_duration_errors(text: str) -> None:
+@pytest.mark.parametrize("text", ["", "10", "abc", "5 s", "1d", float("inf"), float("nan")])
+def test_parse_duration_errors(text: str | float) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
 
@@ -73,6 +73,12 @@ def test_format_duration() -> None:
 ])
 def test_parse_bytes(text: str | int, n: int) -> None:
     assert parse_bytes(text) == n
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_parse_bytes_refuses_non_finite_numbers(value: float) -> None:     # YAML's .inf / .nan
+    with pytest.raises(ValueError, match="finite"):
+        parse_bytes(value)
 
 
 def test_format_bytes_picks_exact_binary_units() -> None:
