@@ -15,6 +15,7 @@ spare, ``hand_over``/``discard`` for both), ``forkserver``, ``monitor`` (the sup
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -61,16 +62,16 @@ def spawn(programs: Programs) -> Spare:
     return Spare(pid, req_w, report_r, init_w, c=True)
 
 
-def requests(req: dict[str, Any], raw: bytes) -> tuple[bytes, bytes] | None:
+def requests(req: dict[str, Any]) -> tuple[bytes, bytes] | None:
     """(the init's ops, the monitor's request) for ``req``; None when ``initplan`` cannot express it
     or the request does not use the C supervisor (whose binary the monitor execs)."""
     if not req.get("supervisor"):
         return None
     ops = initplan.compile_ops(req)
-    return None if ops is None else (ops, monitor_request(req, raw))
+    return None if ops is None else (ops, monitor_request(req))
 
 
-def monitor_request(req: dict[str, Any], raw: bytes) -> bytes:
+def monitor_request(req: dict[str, Any]) -> bytes:
     """``orch-spare``'s request: NUL-terminated key/value pairs, what ``monitor.serve`` would take from
     the JSON: the state dir, the bundle (for error messages), restart.json's content with a restart
     policy, the cgroup dirs to move the init into, and the supervisor's command line
@@ -82,9 +83,11 @@ def monitor_request(req: dict[str, Any], raw: bytes) -> bytes:
     pairs += [("cgroup", str(d)) for d in req.get("cgroup_dirs", ())]
     args = [str(int(req.get("log_max_bytes", 10 << 20)))]
     if policy.enabled:
-        # restart.json holds the request as sent (there are no files: a spare never takes them)
+        # restart.json holds the request as monitor.serve writes it (no files: a spare never takes
+        # them; no go pipe: only this create had one)
+        saved = json.dumps({k: v for k, v in req.items() if k not in ("go", "go_fd")})
         pairs += [("restart_path", os.path.join(state_dir, statedir.RESTART_REQ)),
-                  ("restart_json", raw.decode()), ("restartable", "1")]
+                  ("restart_json", saved), ("restartable", "1")]
         args += [*restart.supervisor_args(policy, 0), *monitor._restarter_argv(req)]
     pairs += [("arg", a) for a in args]
     return b"".join(os.fsencode(k) + b"\0" + os.fsencode(v) + b"\0" for k, v in pairs)

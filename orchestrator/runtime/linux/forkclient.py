@@ -1,5 +1,5 @@
 """The API process's side of the fork server (``forkserver``): ``ForkServer`` starts one and sends it
-requests; ``Exchange`` is one create in flight with its "go" pipe (see ``ForkServer.exchange``).
+requests; ``Exchange`` is one request in flight (a create's with its "go" pipe: ``ForkServer.exchange``).
 
 Also the sealed copies the server and the C spares run from (``sealed_interpreter``, ``sealed_copy``:
 runc's fix for CVE-2019-5736). Neighbours: ``forkserver`` (the server), ``serverpool`` (one client per
@@ -134,32 +134,36 @@ class ForkServer:
             return talk.receive()
 
     @contextlib.contextmanager
-    def exchange(self, req: dict[str, Any], fds: Sequence[int] = ()) -> Iterator[Exchange]:
+    def exchange(self, req: dict[str, Any], fds: Sequence[int] = (), *,
+                 go: bool = False) -> Iterator[Exchange]:
         """Send ``req`` and let the caller work while the server does; the reply is read by
-        ``receive()``. A create with ``"go": true`` gets a "go" pipe (its read end sent last): the
-        caller says ``go(True)`` once the container's cgroup is made, ``go(False)`` to give it up. A
-        block left early (an exception) gives up and still reads the reply, so the next request
-        never gets this one's."""
+        ``receive()``. With ``go`` (a create) the request gets a "go" pipe (its read end sent last,
+        ``"go": true`` in the JSON): the caller says ``go(True)`` once the container's cgroup is
+        made, ``go(False)`` to give it up. Whatever happens once the request is sent (an exception,
+        even a KeyboardInterrupt), the create is given up and the reply is still read, so the next
+        request never gets this one's and no monitor waits for a word that never comes."""
         with self._lock:
+            talk: Exchange | None = None
             go_r = go_w = -1
             try:
-                if req.get("go"):
+                if go:
                     go_r, go_w = os.pipe2(os.O_CLOEXEC)
-                    fds = [*fds, go_r]
-                socket.send_fds(self._sock, [json.dumps(req).encode()], list(fds))
-            except OSError as exc:
-                for fd in (go_r, go_w):
-                    if fd >= 0:
-                        os.close(fd)
-                raise RuntimeFailure(f"fork server unreachable: {exc}", op="forkserver",
-                                     errno=exc.errno or 0) from exc
-            if go_r >= 0:
-                os.close(go_r)              # the server has its own copy now
-            talk = Exchange(self._sock, go_w)
-            try:
+                    fds, req = [*fds, go_r], {**req, "go": True}
+                talk = Exchange(self._sock, go_w)
+                go_w = -1                   # the Exchange's to close now
+                try:
+                    socket.send_fds(self._sock, [json.dumps(req).encode()], list(fds))
+                except OSError as exc:
+                    talk.reply = {}         # nothing sent: nothing to read
+                    talk.go(False)
+                    raise RuntimeFailure(f"fork server unreachable: {exc}", op="forkserver",
+                                         errno=exc.errno or 0) from exc
                 yield talk
             finally:
-                if talk.reply is None:
+                for fd in (go_r, go_w):
+                    if fd >= 0:
+                        os.close(fd)        # the server has its own copy of the read end
+                if talk is not None and talk.reply is None:
                     talk.go(False)
                     with contextlib.suppress(RuntimeFailure):
                         talk.receive()

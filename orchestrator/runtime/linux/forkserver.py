@@ -113,7 +113,7 @@ def _create(req: dict[str, Any], fds: list[int], sock: socket.socket, raw: bytes
             spares: list[Spare]) -> dict[str, Any]:
     from orchestrator.runtime.linux import spare
     # "go": the API side makes the cgroup while we and the init work, and writes GO to this pipe
-    # (the last fd) when it is there; the monitor waits for it before moving the init (spare.await_go)
+    # (the last fd) when it is there; the monitor waits for it before moving the init (monitor.await_go)
     go_fd = fds[-1] if req.get("go") and fds else -1
     sent = spare.requests(spares[0], req, raw) if spares else None
     if sent is not None:
@@ -172,7 +172,7 @@ def _in_child(sock: socket.socket, body: Any) -> NoReturn:
 
 def serve(sock: socket.socket, programs: Programs | None = None) -> None:
     # everything the children need is imported once, here, so a fork costs no import time
-    from orchestrator.runtime.linux import execproc, filemounts, init, monitor  # noqa: F401
+    from orchestrator.runtime.linux import execproc, filemounts, init, monitor, pysupervise  # noqa: F401
     for name in ("cgroups", "seccomp", "capabilities"):
         with contextlib.suppress(ImportError):
             __import__(f"orchestrator.runtime.linux.{name}")

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import json
 import os
+import select
 import signal
 import socket
 import sys
@@ -62,8 +63,10 @@ def _join_cgroup(req: dict[str, Any], pid: int) -> None:
                                  path=path, errno=exc.errno or 0) from exc
 
 
-def _setup(chan: socket.socket, req: dict[str, Any], init_pid: int) -> int:
-    """Serve stage 1 and the init until the init says it is ready; returns the init's host pid."""
+def _setup(chan: socket.socket, req: dict[str, Any], init_pid: int, go_fd: int = -1) -> int:
+    """Serve stage 1 and the init until the init says it is ready; returns the init's host pid.
+    ``go_fd``: the cgroup's word (``await_go``), awaited when stage 1 names the init, not before
+    (its uid/gid maps do not need the cgroup)."""
     chan.settimeout(SETUP_TIMEOUT_S)
     while True:
         try:
@@ -82,6 +85,8 @@ def _setup(chan: socket.socket, req: dict[str, Any], init_pid: int) -> int:
             chan.send(b"ok")
         elif "pid" in msg:
             init_pid = int(msg["pid"])
+            await_go(go_fd, req["state_dir"])
+            go_fd = -1
             _join_cgroup(req, init_pid)           # the init waits for this before its cgroup namespace
             with contextlib.suppress(BrokenPipeError):   # the init failed already; its report is queued
                 chan.send(b"cgroup")
@@ -173,18 +178,23 @@ def fork_init(body: Callable[[socket.socket, tuple[int, int, int]], NoReturn],
     return pid, out_r, err_r, wake_r, mine
 
 
-def await_go(go_fd: int) -> None:
+def await_go(go_fd: int, state_dir: str) -> None:
     """Until the API side says the container's cgroup is made: it makes it while the server and the
     init work, and writes ``forkclient.GO`` to the create's "go" pipe then. Raises when it gave the
-    create up instead (any other byte, or an end of file). -1: nothing to wait for."""
+    create up instead (any other byte, or an end of file), or said nothing within the set-up timeout.
+    -1: nothing to wait for."""
     if go_fd < 0:
         return
     try:
-        word = os.read(go_fd, 1)
+        poller = select.poll()
+        poller.register(go_fd, select.POLLIN)
+        ready = bool(poller.poll(SETUP_TIMEOUT_S * 1000))     # readable, or its writer gone
+        word = os.read(go_fd, 1) if ready else b""
     finally:
         os.close(go_fd)
     if word != GO:
-        raise RuntimeFailure("create given up by the caller", op="create")
+        why = "gave the create up" if ready else f"said nothing for {SETUP_TIMEOUT_S:g}s"
+        raise RuntimeFailure(f"the caller {why}", op="create", path=state_dir)
 
 
 def finish_setup(req: dict[str, Any], pid: int, chan: socket.socket, *, direct: bool,
@@ -193,12 +203,12 @@ def finish_setup(req: dict[str, Any], pid: int, chan: socket.socket, *, direct: 
     itself, so we start its cgroup move (an RCU grace period) while it mounts, once the cgroup is
     there (``go_fd``, see ``await_go``). On any failure the child and whatever it forked are killed."""
     try:
-        await_go(go_fd)
         if direct:
+            await_go(go_fd, req["state_dir"])
             _join_cgroup(req, pid)
             with contextlib.suppress(BrokenPipeError):   # the init failed already; its report is queued
                 chan.send(b"cgroup")
-        return _setup(chan, req, pid if direct else 0)
+        return _setup(chan, req, pid if direct else 0, -1 if direct else go_fd)
     except BaseException:
         for p in {pid, *_children()}:
             _kill(p)
@@ -252,8 +262,9 @@ def serve(req: dict[str, Any], report_fd: int, spawn: Spawn) -> None:
     """Set up the container through ``spawn`` (``_spawn``, or ``spare`` with an init forked ahead),
     report to the fork server, then supervise (or exec the C supervisor)."""
     if restart.from_annotations(req["spec"].get("annotations", {})).enabled:   # also validates it
+        # without what only this create had: the files' contents (kept in a memfd) and its go pipe
         statedir.write_json(os.path.join(req["state_dir"], statedir.RESTART_REQ),
-                            {k: v for k, v in req.items() if k != "files_payload"})
+                            {k: v for k, v in req.items() if k not in ("files_payload", "go", "go_fd")})
         if req.get("files_payload") is not None:
             req["files_fd"] = _keep_payload(req["files_payload"])
     init_pid, out_r, err_r, wake_r = spawn(req)

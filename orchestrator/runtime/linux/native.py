@@ -165,7 +165,6 @@ class LinuxRuntime:
             os.mkfifo(cdir / sd.FIFO, 0o600)                # before the request: the init opens it
             if files:
                 filemounts.record(cdir, files)              # layout and mount point only, no content
-            undo.callback(self._destroy_cgroup, cgroup["path"])
             # the directories to write the init's pid into (no I/O): the monitor (a fresh fork) would
             # otherwise detect the cgroup layout again (statfs, /proc/self/cgroup, symlinks)
             cgroup_dirs = [str(d) for d in self._driver().cgroup(cgroup["path"]).dirs()]
@@ -182,21 +181,31 @@ class LinuxRuntime:
                     "op": "create", "id": container_id, "state_dir": str(cdir), "bundle": str(bundle),
                     "spec": {**spec, "linux": linux}, "rootfs": [asdict(m) for m in rootfs], "cgroup": cgroup,
                     "cgroup_dirs": cgroup_dirs, "seccomp": prog.hex(), "seccomp_flags": flags,
-                    "exec_fifo": str(cdir / sd.FIFO), "go": True,
+                    "exec_fifo": str(cdir / sd.FIFO),
                     "log_max_bytes": self.log_max_bytes, "supervisor": self._supervisor,
-                    "files": bool(files)}, [payload] if files else []) as talk:
+                    "files": bool(files)}, [payload] if files else [], go=True) as talk:
                 # while the server and the init work (the init needs its cgroup only at its cgroup
                 # step): the cgroup, then the state dir's copies for exec. "go" lets the monitor move
                 # the init into the cgroup; on a failure here the monitor is told to give up instead.
                 try:
+                    # its undo once it exists (a refused resource: create removes what it made)
                     self._driver().create(cgroup["path"], spec.get("linux", {}).get("resources", {}))
+                    undo.callback(self._destroy_cgroup, cgroup["path"])
                     sd.write_json(cdir / sd.SPEC, spec)
                     if prog:
                         (cdir / sd.SECCOMP).write_bytes(prog)
                 except Exception as exc:  # raised once the server's reply is read (the create failed)
                     failed = exc
                 talk.go(failed is None)
-                reply = talk.receive()
+                try:
+                    reply = talk.receive()
+                except RuntimeFailure as exc:
+                    if failed is not None:
+                        raise failed from exc
+                    raise
+            if reply.get("ok"):
+                # from here the processes exist: an undo kills them before the cgroup goes
+                undo.callback(self._kill_created, reply)
             if failed is not None:
                 raise failed
             if not reply.get("ok"):
@@ -389,6 +398,16 @@ class LinuxRuntime:
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(rec["monitor_pid"]), signal.SIGTERM)    # only a wake-up: it stays blocked there
         return True
+
+    @staticmethod
+    def _kill_created(reply: dict[str, Any]) -> None:
+        """Undo of a create that failed after its monitor reported: SIGKILL the init and the monitor
+        (checked by start time: never a reused pid), so no unrecorded process lives on."""
+        for pid_key, start_key in (("pid", "start_time"), ("monitor_pid", "monitor_start_time")):
+            pid, started = int(reply.get(pid_key, 0)), int(reply.get(start_key, 0))
+            if sd.alive(pid, started):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     def _destroy_cgroup(self, path: str) -> None:
         with contextlib.suppress(ContainerNotFound):

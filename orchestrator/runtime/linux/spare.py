@@ -14,13 +14,15 @@ container start. None of it depends on the request, so the ``forkserver`` does i
 * ``usable`` (server side) says whether a request fits what the spare prepared: a new pid, network, IPC
   and UTS namespace, no user namespace, no namespace to join, no config/secret files (their contents
   reach the init by fork, see ``forkserver``). Anything else takes the ordinary path (``monitor.run``).
-* ``hand_over`` writes the request's JSON (as the API sent it) to the spare init and to the spare
-  monitor, each through its own pipe, and reads the monitor's report exactly as ``forkserver`` reads an
+* ``hand_over`` writes the request (``requests``: its JSON as the API sent it, or what ``cspare``
+  compiled) to the spare init through a pipe and to the spare monitor through a stream socket, with
+  the create's "go" pipe attached, and reads the monitor's report exactly as ``forkserver`` reads an
   ordinary monitor's. The init gets it first and directly (a relay through the monitor cost ~1 ms of
   wake-ups and parsing on the start path), tells the monitor it has taken it (``ACCEPTED``), unshares
   the rest (mount namespace), then runs ``init.container_init``: the steps, their order and the error
-  reports are the ordinary path's. The monitor meanwhile moves the init into its cgroup, which the init
-  waits for before anything the container could run. A spare declines a request (the server then takes
+  reports are the ordinary path's. The monitor meanwhile waits for the API side's word that the cgroup
+  is made (``monitor.await_go``) and moves the init into it, which the init waits for before anything
+  the container could run. A spare declines a request (the server then takes
   the ordinary path) only while nothing was done with it: its init failed ahead, or could not get the
   server's priority back (see ``fork``) and left without taking it. The mount namespace is not made
   ahead: a copy of the host's mount table taken before the request could miss a mount made since (a
@@ -58,8 +60,9 @@ ACCEPTED = b"accepted"       # the spare init to its monitor: it has the request
 
 @dataclass
 class Spare:
-    """Server side: the spare monitor's pid, the pipes its request and its init's go into, the pipe of
-    its report; whether it is the C spare (``cspare``: orch-spare and orch-init) or this module's."""
+    """Server side: the spare monitor's pid, the socket its request goes into, the pipes of its init's
+    request and of its report; whether it is the C spare (``cspare``: orch-spare and orch-init) or
+    this module's."""
 
     pid: int
     req_w: int
@@ -88,7 +91,7 @@ def requests(spare: Spare, req: dict[str, Any], raw: bytes) -> tuple[bytes, byte
         return None
     if spare.c:
         from orchestrator.runtime.linux import cspare
-        return cspare.requests(req, raw)
+        return cspare.requests(req)
     return raw, raw
 
 
@@ -262,7 +265,7 @@ def _monitor_main(req_fd: int, report_fd: int, init_req_fd: int, base_nice: int)
             try:
                 req = json.loads(raw)
                 monitor._redirect_stdio(req["state_dir"])
-                monitor.await_go(go_fd)
+                monitor.await_go(go_fd, req["state_dir"])
                 monitor.serve(req, report_fd, lambda r: _spawn(r, ahead))
             except BaseException:
                 # before or during _spawn (whose own failures kill it too): the init has the request

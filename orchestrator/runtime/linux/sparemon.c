@@ -374,13 +374,21 @@ int main(int argc, char **argv) {
     if (*restart_path)
         write_atomic(restart_path, restart_json);
 
-    /* 4. the API side's word (spare.await_go): the cgroup is made; or give the create up */
+    /* 4. the API side's word (monitor.await_go): the cgroup is made; or give the create up */
     close(REQ);
-    char word = 'g';
-    if (go_fd >= 0 && (read_exact(go_fd, &word, 1) < 0 || word != 'g'))
-        fail("create", "", 0, "create given up by the caller");
-    if (go_fd >= 0)
+    if (go_fd >= 0) {                        /* monitor.await_go: at most the set-up timeout */
+        char word = 0;
+        struct pollfd gp = {.fd = go_fd, .events = POLLIN};
+        int waited;
+        do
+            waited = poll(&gp, 1, SETUP_TIMEOUT_MS);
+        while (waited < 0 && errno == EINTR);
+        if (waited == 0)
+            fail("create", state_dir, 0, "the caller said nothing for %ds", SETUP_TIMEOUT_MS / 1000);
+        if (waited < 0 || read_exact(go_fd, &word, 1) < 0 || word != 'g')
+            fail("create", state_dir, 0, "the caller gave the create up");
         close(go_fd);
+    }
 
     /* 5. the cgroup (monitor._join_cgroup) */
     char pid_text[24];

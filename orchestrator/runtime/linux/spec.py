@@ -158,23 +158,28 @@ def _namespaces(spec: dict[str, Any]) -> str:
         return "linux.namespaces: a new user namespace needs uidMappings and gidMappings"
     if spec.get("hostname") and "uts" not in seen:
         return "hostname: needs a uts namespace (the host name would change otherwise)"
-    if "mount" not in seen:
-        # the init mounts the rootfs, changes propagation and pivots: in the host's namespace that
-        # would be the host's root
-        return "linux.namespaces: needs a new mount namespace (or a container's, by path)"
+    mount = [ns for ns in linux.get("namespaces", []) if ns.get("type") == "mount"]
+    if not mount or mount[0].get("path"):
+        # the init mounts the rootfs, changes propagation and pivots: in the host's namespace (or a
+        # joined one, which may be the host's) that would move someone else's root
+        return "linux.namespaces: needs a new mount namespace (none, or one joined by path, is refused)"
     return ""
 
 
 _UNCHANGED = 0xFFFFFFFF          # (uid_t)-1: "leave unchanged" to setresuid/setresgid, not an id
 
 
+def _an_id(value: object) -> bool:
+    return isinstance(value, int) and 0 <= value < _UNCHANGED
+
+
 def _user(spec: dict[str, Any]) -> str:
     user = spec.get("process", {}).get("user", {})
     for key in ("uid", "gid"):
-        if user.get(key) == _UNCHANGED:
-            return f"process.user.{key}: 4294967295 is not an id (it means 'unchanged': root would stay)"
-    if _UNCHANGED in (user.get("additionalGids") or []):
-        return "process.user.additionalGids: 4294967295 is not a group id"
+        if key in user and not _an_id(user[key]):
+            return f"process.user.{key}: {user[key]!r} is not an id (-1 and 4294967295 mean 'unchanged')"
+    if not all(_an_id(g) for g in user.get("additionalGids") or []):
+        return "process.user.additionalGids: each must be an id below 4294967295"
     return ""
 
 

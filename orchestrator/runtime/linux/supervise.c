@@ -34,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PARTIAL_MAX 16384          /* a longer line is logged in pieces (as monitor.LogWriter does) */
+#define PARTIAL_MAX 16384          /* a longer line is logged in pieces (as pysupervise.LogWriter does) */
 #define DRAIN_AFTER_EXIT_MS 1000   /* processes of a shared pid namespace may keep our pipes open */
 
 static const char *stream_names[2] = {"stdout", "stderr"};

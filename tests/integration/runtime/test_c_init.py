@@ -7,6 +7,8 @@ request the ops cannot express takes the ordinary path.
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -163,3 +165,61 @@ def test_a_request_the_ops_cannot_express_takes_the_ordinary_path(both: dict[str
     bundle, rootfs = bundles.make(["true"], edit)
     with pytest.raises(RuntimeFailure, match="rlimits"):
         both["c"].create("rl", bundle, rootfs)
+
+
+def test_restart_json_keeps_nothing_of_the_create_s_go_pipe(both: dict[str, Any], bundles: Any,
+                                                             state_root: Path) -> None:
+    """A restart replays restart.json with no caller around: no "go" key, no "go_fd" there."""
+    import json
+
+    from orchestrator.runtime.linux import restart, statedir
+
+    def edit(spec: dict[str, Any]) -> None:
+        spec["annotations"] = {restart.POLICY: "on-failure"}
+    for kind, rt in both.items():
+        bundle, rootfs = bundles.make(["sleep", "30"], edit)
+        rt.create("policy", bundle, rootfs)
+        saved = json.loads((state_root / kind / "policy" / statedir.RESTART_REQ).read_text())
+        assert "go" not in saved and "go_fd" not in saved and saved["op"] == "create", kind
+        rt.delete("policy", force=True)
+
+
+def test_a_create_failing_after_the_monitor_reported_leaves_no_process(both: dict[str, Any], bundles: Any,
+                                                                        monkeypatch: pytest.MonkeyPatch
+                                                                        ) -> None:
+    """state.json cannot be written (a full disk): the init and the monitor are killed before the
+    cgroup and the state dir go (the fixture's cgroup clean-up fails on anything left inside)."""
+    from orchestrator.runtime.linux import native, statedir
+    real = statedir.write_json
+
+    def full_disk(path: Any, data: dict[str, Any]) -> None:
+        if str(path).endswith("/" + statedir.STATE):
+            raise OSError(28, "No space left on device", str(path))
+        real(path, data)
+    for kind, rt in both.items():
+        monkeypatch.setattr(native.sd, "write_json", full_disk)
+        bundle, rootfs = bundles.make(["sleep", "30"])
+        # the undo kills before the cgroup goes: a live init would make its rmdir fail (EBUSY) and
+        # that error would replace this one
+        with pytest.raises(OSError, match="No space left"):
+            rt.create("late", bundle, rootfs)
+        monkeypatch.undo()
+        assert rt.list() == [], kind
+        cdir = str(rt.state_dir / "late").encode()
+        deadline = time.monotonic() + 5                  # SIGKILLed: gone once the kernel has reaped them
+        while time.monotonic() < deadline and _processes_naming(cdir):
+            time.sleep(0.01)
+        assert _processes_naming(cdir) == [], kind       # its supervisor (argv names the state dir)
+
+
+def _processes_naming(text: bytes) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if text in f.read():
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
