@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,21 @@ def remove_cgroup_parent(parent: str) -> None:
     for hierarchy in CGROUP_ROOT.iterdir():
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             (hierarchy / parent).rmdir()
+
+
+def pids_whose_cmdline(match: Callable[[bytes], bool]) -> list[int]:
+    """Host processes whose raw /proc/PID/cmdline (NUL-separated) satisfies ``match``: what a test
+    checks is gone once it killed or removed something."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if match(f.read()):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
 
 
 DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc", "tmp", "root")

@@ -83,11 +83,9 @@ def monitor_request(req: dict[str, Any]) -> bytes:
     pairs += [("cgroup", str(d)) for d in req.get("cgroup_dirs", ())]
     args = [str(int(req.get("log_max_bytes", 10 << 20)))]
     if policy.enabled:
-        # restart.json holds the request as monitor.serve writes it (no files: a spare never takes
-        # them; no go pipe: only this create had one)
-        saved = json.dumps({k: v for k, v in req.items() if k not in ("go", "go_fd")})
+        # restart.json holds the request as monitor.serve writes it
         pairs += [("restart_path", os.path.join(state_dir, statedir.RESTART_REQ)),
-                  ("restart_json", saved), ("restartable", "1")]
+                  ("restart_json", json.dumps(monitor.restart_request(req))), ("restartable", "1")]
         args += [*restart.supervisor_args(policy, 0), *monitor._restarter_argv(req)]
     pairs += [("arg", a) for a in args]
     return b"".join(os.fsencode(k) + b"\0" + os.fsencode(v) + b"\0" for k, v in pairs)

@@ -262,9 +262,7 @@ def serve(req: dict[str, Any], report_fd: int, spawn: Spawn) -> None:
     """Set up the container through ``spawn`` (``_spawn``, or ``spare`` with an init forked ahead),
     report to the fork server, then supervise (or exec the C supervisor)."""
     if restart.from_annotations(req["spec"].get("annotations", {})).enabled:   # also validates it
-        # without what only this create had: the files' contents (kept in a memfd) and its go pipe
-        statedir.write_json(os.path.join(req["state_dir"], statedir.RESTART_REQ),
-                            {k: v for k, v in req.items() if k not in ("files_payload", "go", "go_fd")})
+        statedir.write_json(os.path.join(req["state_dir"], statedir.RESTART_REQ), restart_request(req))
         if req.get("files_payload") is not None:
             req["files_fd"] = _keep_payload(req["files_payload"])
     init_pid, out_r, err_r, wake_r = spawn(req)
@@ -273,6 +271,13 @@ def serve(req: dict[str, Any], report_fd: int, spawn: Spawn) -> None:
     os.write(report_fd, json.dumps(reply).encode())
     os.close(report_fd)
     _supervise_or_exec(req, init_pid, out_r, err_r, wake_r)
+
+
+def restart_request(req: dict[str, Any]) -> dict[str, Any]:
+    """What ``restart.json`` keeps of a create request for the restarter: all but what only this
+    create had (the files' contents, kept in a memfd instead, and its go pipe). The C spare's
+    restart.json is made from it too (``cspare``)."""
+    return {k: v for k, v in req.items() if k not in ("files_payload", "go", "go_fd")}
 
 
 def report_failure(report_fd: int, exc: BaseException) -> None:
@@ -289,11 +294,7 @@ def run(req: dict[str, Any], report_fd: int) -> NoReturn:
     code = 1
     try:
         go_fd = int(req.pop("go_fd", -1))       # never into restart.json: a restart has no caller
-        low = 3
-        for keep in sorted({report_fd, go_fd} - {-1}):
-            os.closerange(low, keep)
-            low = keep + 1
-        os.closerange(low, 65536)
+        init.close_fds({report_fd, go_fd} - {-1})
         _redirect_stdio(req["state_dir"])
         become_monitor()
         serve(req, report_fd, lambda r: _spawn(r, (report_fd,), go_fd))

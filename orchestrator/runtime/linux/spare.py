@@ -244,11 +244,7 @@ def _monitor_main(req_fd: int, report_fd: int, init_req_fd: int, base_nice: int)
     code = 1
     try:
         os.setpriority(os.PRIO_PROCESS, 0, min(base_nice + NICE, 19))    # see ``fork``
-        low = 3
-        for keep in sorted((req_fd, report_fd, init_req_fd)):
-            os.closerange(low, keep)
-            low = keep + 1
-        os.closerange(low, 65536)
+        init.close_fds({req_fd, report_fd, init_req_fd})
         os.setsid()                          # as an ordinary monitor: no terminal signals from the CLI
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):                 # fd 0 becomes the init's stdin; 1 and 2 until monitor.err

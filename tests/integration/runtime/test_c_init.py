@@ -7,7 +7,6 @@ request the ops cannot express takes the ordinary path.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -205,21 +204,10 @@ def test_a_create_failing_after_the_monitor_reported_leaves_no_process(both: dic
             rt.create("late", bundle, rootfs)
         monkeypatch.undo()
         assert rt.list() == [], kind
-        cdir = str(rt.state_dir / "late").encode()
+        def naming_its_state_dir(raw: bytes, cdir: bytes = str(rt.state_dir / "late").encode()) -> bool:
+            return cdir in raw                           # its supervisor's argv does
         deadline = time.monotonic() + 5                  # SIGKILLed: gone once the kernel has reaped them
-        while time.monotonic() < deadline and _processes_naming(cdir):
+        while time.monotonic() < deadline and rootfs_kit.pids_whose_cmdline(naming_its_state_dir):
             time.sleep(0.01)
-        assert _processes_naming(cdir) == [], kind       # its supervisor (argv names the state dir)
+        assert rootfs_kit.pids_whose_cmdline(naming_its_state_dir) == [], kind
 
-
-def _processes_naming(text: bytes) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if text in f.read():
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found

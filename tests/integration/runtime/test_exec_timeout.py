@@ -3,11 +3,11 @@ nothing behind; a hung exec health probe is reported as a failed probe, not wait
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import pytest
+from rootfs_kit import pids_whose_cmdline
 
 from orchestrator.errors import ExecTimeout
 from orchestrator.manifest.model import Healthcheck
@@ -18,16 +18,7 @@ pytestmark = pytest.mark.root
 
 
 def processes_with_cmdline(cmdline: bytes) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if f.read() == cmdline:
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
+    return pids_whose_cmdline(lambda raw: raw == cmdline)
 
 
 def started(runtime: Any, bundles: Any, cid: str) -> None:
