@@ -286,15 +286,20 @@ def test_published_port_from_another_host(manager: NetworkManager, nss: Namespac
     ip = ["ip"]
     subprocess.run([*ip, "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", outside],
                    check=True)
-    subprocess.run([*ip, "addr", "add", "172.31.254.1/30", "dev", host_end], check=True)
-    subprocess.run([*ip, "link", "set", host_end, "up"], check=True)
-    subprocess.run([*ip, "-n", outside, "addr", "add", "172.31.254.2/30", "dev", "eth0"], check=True)
-    subprocess.run([*ip, "-n", outside, "link", "set", "eth0", "up"], check=True)
-    port = _free_port()
-    manager.publish("web-1", addr, [Port(port, 8080)])
-    assert nss.fetch(outside, f"http://172.31.254.1:{port}/") == "from outside\n"
-    manager.unpublish("web-1")
-    assert nss.fetch(outside, f"http://172.31.254.1:{port}/", timeout=1) is None
+    try:
+        subprocess.run([*ip, "addr", "add", "172.31.254.1/30", "dev", host_end], check=True)
+        subprocess.run([*ip, "link", "set", host_end, "up"], check=True)
+        subprocess.run([*ip, "-n", outside, "addr", "add", "172.31.254.2/30", "dev", "eth0"], check=True)
+        subprocess.run([*ip, "-n", outside, "link", "set", "eth0", "up"], check=True)
+        port = _free_port()
+        manager.publish("web-1", addr, [Port(port, 8080)])
+        assert nss.fetch(outside, f"http://172.31.254.1:{port}/") == "from outside\n"
+        manager.unpublish("web-1")
+        assert nss.fetch(outside, f"http://172.31.254.1:{port}/", timeout=1) is None
+    finally:
+        # ours, not the manager's: deleted now rather than left to the namespace's asynchronous
+        # teardown, which the leak check could otherwise catch half done
+        subprocess.run([*ip, "link", "del", host_end], check=False)
     manager.detach("web-1")
     manager.remove_network(stack, "default")
 

@@ -14,6 +14,8 @@ import shutil
 import socket
 import sqlite3
 import subprocess
+import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -114,9 +116,16 @@ def ids(s: Session, stack: str) -> dict[str, str]:
 
 def fetch(s: Session, cid: str, url: str) -> str:
     pid = s.runtime.state(cid).pid
-    out = subprocess.run(["nsenter", "-t", str(pid), "-m", "-n", "-r", "-w", "--", "/bin/wget", "-q", "-O-",
-                          url], capture_output=True, text=True, timeout=10, check=False,
-                         env={"PATH": "/bin"})
+    deadline = time.monotonic() + 10
+    while True:
+        out = subprocess.run(["nsenter", "-t", str(pid), "-m", "-n", "-r", "-w", "--", "/bin/wget", "-q",
+                              "-O-", url], capture_output=True, text=True, timeout=10, check=False,
+                             env={"PATH": "/bin"})
+        # the services have no health check: an apply returns once they started, and on a loaded
+        # machine httpd may not listen yet. Only that is retried; a name that does not resolve is not.
+        if out.returncode == 0 or "refused" not in out.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert out.returncode == 0, f"{url}: {out.stderr}"
     return out.stdout
 
@@ -179,6 +188,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def published(port: int) -> bytes:
+    """What the published port answers; retried while nothing listens yet (see ``fetch``)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+                return bytes(resp.read())
+        except urllib.error.URLError as exc:
+            if not isinstance(exc.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
 def test_dropped_network_is_removed_and_delete_leaves_nothing(session: Session, name: str,
                                                               apply: Callable[..., Result]) -> None:
     port = free_port()
@@ -191,8 +213,7 @@ def test_dropped_network_is_removed_and_delete_leaves_nothing(session: Session, 
     out = session.runtime.exec(c["a-1"], ["ip", "-o", "-4", "addr"]).stdout.decode()
     assert "eth1" in out
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:   # published port
-        assert resp.read() == b"b-1\n"
+    assert published(port) == b"b-1\n"
 
     apply(port=port)                           # extra dropped from the stack, which stays
     nets2 = {r.name: r for r in read_networks(conn) if r.stack == name}

@@ -166,18 +166,24 @@ def test_a_container_from_a_spare_runs_at_the_servers_priority(runtime: Any, bun
     runtime.delete("prio", force=True)
 
 
-def test_a_spare_whose_init_died_ahead_is_passed_over(runtime: Any, bundles: Any) -> None:
+def test_a_spare_whose_init_died_ahead_is_passed_over(runtime: Any, bundles: Any,
+                                                      state_root: Path) -> None:
     """The server writes the request to the spare init first: a broken pipe (the init is gone) means
     nothing started, and the ordinary path serves the create; the spare's monitor goes away."""
+    from orchestrator.runtime.linux import statedir
     from orchestrator.runtime.linux.serverpool import ServerPool
     runtime._servers.close()
     runtime._servers = ServerPool(1, runtime._servers.c_spare)
     bundle, rootfs = bundles.make(["sleep", "30"])
     runtime.create("first", bundle, rootfs)             # starts the server and its spares
     server = runtime._server.pid
+    rec = statedir.read_json(state_root / "containers" / "first" / statedir.STATE)
+    assert rec is not None
+    first = rec["monitor_pid"]          # named orch-monitor, with its init, until it execs the supervisor
+    _spare_pids(server, exclude=(first,))               # the other spare (niced) has forked its init
     gone, inits = [], []
     for mon in _children(server):
-        if _status(mon, "Name") == "orch-monitor" and _children(mon):
+        if mon != first and _status(mon, "Name") == "orch-monitor" and _children(mon):
             inits.append(_children(mon)[0])
             os.kill(inits[-1], 9)
             gone.append(mon)

@@ -126,7 +126,9 @@ def test_gitops_loop_picks_up_a_push(orch: Any, tmp_path: Path) -> None:
     orch.wait_for(lambda: status(orch).get("applied_commit") == c2, what="the new revision in --status")
     assert orch.stop(proc) == 0
     assert commands(orch) == ["sleep 4002"]                 # containers keep running after the stop
-    assert took < 4.0, f"commit-to-running took {took:.2f}s (target 2 s)"
+    # target 2 s (bench/gitops_bench.py measures it); this bound only catches a push that waited
+    # for something (several intervals, a timeout), with room for a loaded 2-core CI machine
+    assert took < 8.0, f"commit-to-running took {took:.2f}s (target 2 s)"
 
 
 def test_gitops_allowed_signers(orch: Any, tmp_path: Path) -> None:
@@ -178,7 +180,7 @@ def test_gitops_webhook_triggers_a_fetch(orch: Any, tmp_path: Path) -> None:
     req = urllib.request.Request(f"http://127.0.0.1:{port}/hook", data=b"{}", method="POST")
     with urllib.request.urlopen(req, timeout=5) as resp:  # loopback: our own listener
         assert resp.status == 202
-    orch.wait_running("sleep 6002", timeout=5, gone="sleep 6001")   # long before the 10 min interval
+    orch.wait_running("sleep 6002", timeout=15, gone="sleep 6001")  # long before the 10 min interval
     assert orch.stop(proc) == 0
 
 

@@ -82,7 +82,7 @@ def test_watch_polling_fallback_applies_a_save(orch: Any, tmp_path: Path) -> Non
     orch.wait_running("sleep 8001")
     orch.wait_for(lambda: "create: new stack" in (tmp_path / "watch.log").read_text(), what="first pass")
     orch.atomic_write(f, orch.stack_yaml("wpoll", "8002"))
-    orch.wait_running("sleep 8002", timeout=5, gone="sleep 8001")     # one poll interval (1 s) + the pass
+    orch.wait_running("sleep 8002", timeout=15, gone="sleep 8001")    # one poll interval (1 s) + the pass
     assert orch.stop(proc) == 0
 
 
@@ -97,8 +97,8 @@ def test_watch_resync_heals_a_limit_changed_outside(orch: Any, tmp_path: Path) -
     limit = Path("/sys/fs/cgroup/memory/orchestrator") / cid / "memory.limit_in_bytes"
     assert int(limit.read_text()) == 64 << 20
     limit.write_text(str(128 << 20))                     # changed outside the orchestrator
-    orch.wait_for(lambda: int(limit.read_text()) == 64 << 20, timeout=5, what="the resync to restore it")
-    orch.wait_for(lambda: "resync: wlim/web-1 update: drift: memory limit" in log.read_text(), timeout=3,
+    orch.wait_for(lambda: int(limit.read_text()) == 64 << 20, timeout=15, what="the resync to restore it")
+    orch.wait_for(lambda: "resync: wlim/web-1 update: drift: memory limit" in log.read_text(), timeout=10,
                   what="the drift message")
     assert cid in orch.processes()                       # healed in place: the same container
     assert orch.stop(proc) == 0
@@ -117,6 +117,6 @@ def test_watch_resync_heals_container_and_monitor_killed(orch: Any, tmp_path: Pa
     os.kill(state["monitor_pid"], signal.SIGKILL)       # nobody restarts it in place any more
     os.kill(pid, signal.SIGKILL)
     orch.wait_for(lambda: any(p != pid and "sleep 2001" in c for p, c in orch.processes().values()),
-                  timeout=6, what="the container to be recreated by a resync")
-    orch.wait_for(lambda: "resync: wheal/web-1 recreate" in log.read_text(), timeout=3,
+                  timeout=15, what="the container to be recreated by a resync")
+    orch.wait_for(lambda: "resync: wheal/web-1 recreate" in log.read_text(), timeout=10,
                   what="the drift message of the resync")
