@@ -16,13 +16,12 @@
  *
  * usage: orch-init BASE_NICE     (the server's priority: see spare.fork)
  * Any failure is reported on the channel and ends the process: the command never runs after one.
+ *
+ * This file reads the request, runs the ops in order and owns the error reports; the ops on paths and
+ * mounts are in init_fs.c, those on privileges and the exec in init_proc.c (shared names: init.h).
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
-#include <linux/capability.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
@@ -37,39 +36,24 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
-#include <grp.h>
 
-#define CHAN 3
+#include "init.h"
+#include "orchc.h"
+
 #define REQ 4
 #define MAX_FIELDS 4096             /* per op: initplan.MAX_FIELDS */
 #define MAX_REQUEST (64 << 20)
-#define PATH_BUF 8192
-#ifndef PR_CAP_AMBIENT
-#define PR_CAP_AMBIENT 47
-#define PR_CAP_AMBIENT_RAISE 2
-#define PR_CAP_AMBIENT_CLEAR_ALL 4
-#endif
-#ifndef SYS_openat2
-#define SYS_openat2 437
-#endif
-#ifndef SYS_close_range
-#define SYS_close_range 436
-#endif
-#define RESOLVE_NO_MAGICLINKS 0x02
-#define LOCKED_FLAGS (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
 
-static const char *step = "start";
-static char root[PATH_BUF];          /* the container's root dir (op "root") */
+const char *step = "start";
+char root[PATH_BUF];
 static int fifo = -1;                /* the exec fifo: our read blocks until `start` writes */
 static char **exec_argv, **exec_env; /* from op "exec", used once the fifo says go */
 
 /* ---- error reports: "error", then message, op, path, errno and step, each NUL-terminated --------- */
 
-static void __attribute__((noreturn)) fail_msg(const char *op, const char *path, int err, const char *fmt, ...) {
+void fail_msg(const char *op, const char *path, int err, const char *fmt, ...) {
     char message[PATH_BUF + 4096], buf[sizeof message + PATH_BUF * 2 + 4096];
     va_list ap;
     va_start(ap, fmt);
@@ -82,313 +66,36 @@ static void __attribute__((noreturn)) fail_msg(const char *op, const char *path,
 }
 
 /* a failed system call, worded as syscalls._check words it: "<op> failed: <strerror>" */
-static void __attribute__((noreturn)) fail_sys(const char *op, const char *path) {
+void fail_sys(const char *op, const char *path) {
     int err = errno;
     fail_msg(op, path, err, "%s failed: %s", op, strerror(err));
 }
 
 /* an OSError in the Python init: "<step>: <strerror>", the op being the step */
-static void __attribute__((noreturn)) fail_os(const char *path) {
+void fail_os(const char *path) {
     int err = errno;
     fail_msg(step, path, err, "%s: %s", step, strerror(err));
 }
 
-static void do_mount(const char *src, const char *target, const char *type, unsigned long flags,
-                     const char *data) {
+void do_mount(const char *src, const char *target, const char *type, unsigned long flags, const char *data) {
     if (mount(src, target, type, flags, data) < 0)
         fail_sys("mount", target);
 }
 
-/* s as python's repr() quotes a str (ASCII control characters escaped; other bytes kept), so a
- * message reads as the Python init's does */
-static const char *py_repr(const char *s, char *out, size_t cap) {
-    char quote = strchr(s, '\'') && !strchr(s, '"') ? '"' : '\'';
-    size_t n = 0;
-    out[n++] = quote;
-    for (; *s && n + 6 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '\\' || c == (unsigned char)quote) {
-            out[n++] = '\\';
-            out[n++] = (char)c;
-        } else if (c == '\n' || c == '\r' || c == '\t') {
-            out[n++] = '\\';
-            out[n++] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
-        } else if (c < 0x20 || c == 0x7f) {
-            n += (size_t)snprintf(out + n, cap - n, "\\x%02x", c);
-        } else {
-            out[n++] = (char)c;
-        }
-    }
-    out[n++] = quote;
-    out[n] = 0;
+/* s as python's repr() quotes a str (orchc.h), so a message reads as the Python init's does */
+const char *py_repr(const char *s, char *out, size_t cap) {
+    repr_into(out, cap, s, cap);
     return out;
 }
 
-static const char *opt(const char *s) { return *s ? s : NULL; }
-static unsigned long num(const char *s) { return strtoul(s, NULL, 0); }
-
 /* snprintf into a PATH_BUF, refusing (never truncating) a path that does not fit */
-static void __attribute__((format(printf, 2, 3))) path_fmt(char *out, const char *fmt, ...) {
+void path_fmt(char *out, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(out, PATH_BUF, fmt, ap);
     va_end(ap);
     if (n < 0 || n >= PATH_BUF)
         fail_msg("resolve", out, ENAMETOOLONG, "path too long");
-}
-
-/* ---- paths inside the root (rootfs.secure_join, mkdirs, touch) ------------------------------------- */
-
-/* root + unsafe with every symlink on the way resolved as if root were "/", ".." clamped at it */
-static void secure_join(const char *base, const char *unsafe, char *out) {
-    static char pending[PATH_BUF * 2], next[PATH_BUF * 2];
-    char resolved[PATH_BUF] = "", full[PATH_BUF], target[PATH_BUF];
-    size_t pos = 0;
-    int links = 0;
-    if ((size_t)snprintf(pending, sizeof pending, "%s", unsafe) >= sizeof pending)
-        fail_msg("resolve", "", ENAMETOOLONG, "path too long");
-    for (;;) {
-        while (pending[pos] == '/')
-            pos++;
-        if (!pending[pos])
-            break;
-        size_t start = pos;
-        while (pending[pos] && pending[pos] != '/')
-            pos++;
-        size_t len = pos - start;
-        if (len == 1 && pending[start] == '.')
-            continue;
-        if (len == 2 && pending[start] == '.' && pending[start + 1] == '.') {
-            char *slash = strrchr(resolved, '/');
-            if (slash)
-                *slash = 0;
-            continue;
-        }
-        size_t rlen = strlen(resolved);
-        if (rlen + len + 2 >= sizeof resolved)
-            fail_msg("resolve", unsafe, ENAMETOOLONG, "path too long");
-        path_fmt(full, "%s%s/%.*s", base, resolved, (int)len, pending + start);
-        struct stat st;
-        if (lstat(full, &st) < 0) {
-            if (errno != ENOENT)
-                fail_os(full);
-            snprintf(resolved + rlen, sizeof resolved - rlen, "/%.*s", (int)len, pending + start);
-            continue;
-        }
-        if (!S_ISLNK(st.st_mode)) {
-            snprintf(resolved + rlen, sizeof resolved - rlen, "/%.*s", (int)len, pending + start);
-            continue;
-        }
-        if (++links > 255)
-            fail_msg("resolve", unsafe, ELOOP, "too many levels of symbolic links");
-        ssize_t tl = readlink(full, target, sizeof target - 1);
-        if (tl < 0)
-            fail_os(full);
-        target[tl] = 0;
-        if (target[0] == '/')
-            resolved[0] = 0;
-        if ((size_t)snprintf(next, sizeof next, "%s/%s", target, pending + pos) >= sizeof next)
-            fail_msg("resolve", unsafe, ENAMETOOLONG, "path too long");
-        memcpy(pending, next, sizeof pending);
-        pos = 0;
-    }
-    path_fmt(out, "%s%s", base, resolved);
-}
-
-static void mkdirs(const char *path) {
-    char buf[PATH_BUF];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == 0) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(buf, 0777) < 0 && errno != EEXIST) {
-                int err = errno;
-                fail_msg("mkdir", path, err, "cannot create mount point: %s", strerror(err));
-            }
-            *p = c;
-            if (!c)
-                break;
-        }
-    }
-    struct stat st;                  /* os.makedirs(exist_ok=True): an existing non-directory fails */
-    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode))
-        fail_msg("mkdir", path, EEXIST, "cannot create mount point: %s", strerror(EEXIST));
-}
-
-static void parent_of(const char *path, char *out) {
-    snprintf(out, PATH_BUF, "%s", path);
-    char *slash = strrchr(out, '/');
-    if (slash && slash != out)
-        *slash = 0;
-    else if (slash)
-        slash[1] = 0;
-}
-
-static void touch(const char *path) {
-    char dir[PATH_BUF];
-    parent_of(path, dir);
-    mkdirs(dir);
-    /* O_RDONLY: an existing file on a read-only root (readonlyRootfs) is a fine mount point */
-    int fd = open(path, O_CREAT | O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        int err = errno;
-        fail_msg("create", path, err, "cannot create mount point: %s", strerror(err));
-    }
-    close(fd);
-}
-
-/* bind-remount with flags; on EPERM keep the flags the kernel locked on the mount (rootfs._remount) */
-static void remount(const char *target, unsigned long flags) {
-    if (mount(NULL, target, NULL, flags | MS_BIND | MS_REMOUNT, NULL) == 0)
-        return;
-    if (errno != EPERM)
-        fail_sys("mount", target);
-    struct statvfs sv;
-    if (statvfs(target, &sv) < 0)
-        fail_os(target);
-    do_mount(NULL, target, NULL, flags | MS_BIND | MS_REMOUNT | (sv.f_flag & LOCKED_FLAGS), NULL);
-}
-
-/* ---- the ops ----------------------------------------------------------------------------------------- */
-
-/* rootmount TARGET SRC FSTYPE FLAGS DATA BIND REMOUNT: one rootfs mount (rootfs.mount_rootfs) */
-static void op_rootmount(char **f) {
-    char target[PATH_BUF];
-    if (*f[0])
-        secure_join(root, f[0], target);
-    else
-        snprintf(target, sizeof target, "%s", root);
-    if (num(f[5])) {
-        do_mount(f[1], target, NULL, num(f[3]), NULL);
-        if (num(f[6]))
-            remount(target, num(f[6]));
-    } else {
-        do_mount(f[1], target, f[2], num(f[3]), opt(f[4]));
-    }
-}
-
-/* specmount KIND SRC DEST FSTYPE FLAGS DATA REMOUNT PROPAGATION: one of the spec's mounts
- * (rootfs.mount_one); KIND is bind, cgroup or fs; a bind's SRC is absolute already */
-static void op_specmount(char **f) {
-    char dest[PATH_BUF];
-    secure_join(root, f[2], dest);
-    unsigned long flags = num(f[4]), again = num(f[6]);
-    if (!strcmp(f[0], "bind")) {
-        struct stat st;
-        if (stat(f[1], &st) < 0) {
-            int err = errno;
-            fail_msg("stat", f[1], err, "bind source missing: %s", strerror(err));
-        }
-        if (S_ISDIR(st.st_mode))
-            mkdirs(dest);
-        else
-            touch(dest);
-        do_mount(f[1], dest, NULL, flags, NULL);
-        if (again)
-            remount(dest, again);
-    } else if (!strcmp(f[0], "cgroup")) {
-        /* the unified hierarchy, rooted at the container's cgroup by its cgroup namespace */
-        mkdirs(dest);
-        do_mount("cgroup2", dest, "cgroup2", flags, NULL);
-    } else {
-        mkdirs(dest);
-        if (mount(f[1], dest, f[3], flags, opt(f[5])) < 0) {
-            if (strcmp(f[3], "sysfs") || errno != EPERM)
-                fail_sys("mount", dest);
-            /* sysfs of a network namespace we do not own: bind the host's */
-            do_mount("/sys", dest, NULL, MS_BIND | MS_REC, NULL);
-            remount(dest, again);
-        }
-    }
-    if (num(f[7]))
-        do_mount(NULL, dest, NULL, num(f[7]), NULL);
-}
-
-/* mknod PATH TYPE MAJOR MINOR MODE UID GID: a device node; the last component is never followed */
-static void op_mknod(char **f) {
-    char where[PATH_BUF], parent[PATH_BUF], dest[PATH_BUF];
-    const char *name = strrchr(f[0], '/');
-    name = name ? name + 1 : f[0];
-    if (!*name || !strcmp(name, ".") || !strcmp(name, "..")) {
-        secure_join(root, f[0], dest);
-        parent_of(dest, parent);
-        mkdirs(parent);
-    } else {
-        snprintf(where, sizeof where, "%.*s", (int)(name - f[0]), f[0]);
-        secure_join(root, where, parent);
-        mkdirs(parent);
-        path_fmt(dest, "%s/%s", parent, name);
-    }
-    struct stat st;
-    if (lstat(dest, &st) == 0 && unlink(dest) < 0)
-        fail_os(dest);
-    mode_t kind = f[1][0] == 'b' ? S_IFBLK : f[1][0] == 'p' ? S_IFIFO : S_IFCHR;
-    mode_t mode = (mode_t)num(f[4]) & 07777;
-    if (mknod(dest, mode | kind, makedev(num(f[2]), num(f[3]))) < 0 || chmod(dest, mode) < 0 ||
-        chown(dest, (uid_t)num(f[5]), (gid_t)num(f[6])) < 0) {
-        int err = errno;
-        fail_msg("mknod", dest, err, "cannot create device: %s", strerror(err));
-    }
-}
-
-/* symlink TARGET LINK: made unless something is there already */
-static void op_symlink(char **f) {
-    char where[PATH_BUF], parent[PATH_BUF], dest[PATH_BUF];
-    const char *name = strrchr(f[1], '/');
-    name = name ? name + 1 : f[1];
-    snprintf(where, sizeof where, "%.*s", (int)(name - f[1]), f[1]);
-    secure_join(root, where, parent);
-    path_fmt(dest, "%s/%s", parent, name);
-    struct stat st;
-    if (lstat(dest, &st) < 0 && symlink(f[0], dest) < 0)
-        fail_os(f[0]);                       /* as os.symlink's OSError: the target is its filename */
-}
-
-static void write_file(const char *path, const char *value) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    size_t len = strlen(value);
-    if (fd < 0 || write(fd, value, len) != (ssize_t)len) {
-        int err = errno;
-        char quoted[512];
-        fail_msg("write", path, err, "cannot write %s: %s", py_repr(value, quoted, sizeof quoted), strerror(err));
-    }
-    close(fd);
-}
-
-/* pivot_root(".", ".") with the old root stacked on the new one, then detached (rootfs.pivot) */
-static void op_pivot(void) {
-    int old_root = open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-    if (old_root < 0 || chdir(root) < 0)
-        fail_os(root);
-    if (syscall(SYS_pivot_root, ".", ".") < 0)
-        fail_sys("pivot_root", ".");
-    if (fchdir(old_root) < 0)
-        fail_os(root);
-    do_mount(NULL, ".", NULL, MS_SLAVE | MS_REC, NULL);
-    if (umount2(".", MNT_DETACH) < 0)
-        fail_sys("umount2", ".");
-    close(old_root);
-    if (chdir("/") < 0)
-        fail_os("/");
-}
-
-static void op_readonly(const char *path) {
-    struct stat st;
-    if (stat(path, &st) < 0)
-        return;
-    do_mount(path, path, NULL, MS_BIND | MS_REC, NULL);
-    remount(path, MS_RDONLY | MS_REC);
-}
-
-static void op_mask(const char *path) {
-    struct stat st;
-    if (stat(path, &st) < 0)
-        return;
-    if (S_ISDIR(st.st_mode))
-        do_mount("tmpfs", path, "tmpfs", MS_RDONLY, NULL);
-    else
-        do_mount("/dev/null", path, NULL, MS_BIND, NULL);
 }
 
 static void loopback_up(void) {
@@ -404,189 +111,6 @@ static void loopback_up(void) {
             fail_os("");
     }
     close(sock);
-}
-
-static int hexval(char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-/* seccomp FLAGS HEX: the filter compiled by the API side (seccomp.compile_oci) */
-static void op_seccomp(char **f) {
-    size_t len = strlen(f[1]) / 2;
-    if (!len || len % 8 || len / 8 > 4096)
-        fail_msg("seccomp", "", 0, "bad seccomp program of %zu bytes", len);
-    unsigned char *prog = malloc(len);
-    if (!prog)
-        fail_os("");
-    for (size_t i = 0; i < len; i++) {       /* not sscanf: ~30x slower on a 60 kB program */
-        int hi = hexval(f[1][2 * i]), lo = hexval(f[1][2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            fail_msg("seccomp", "", EINVAL, "bad seccomp program: not hex");
-        prog[i] = (unsigned char)(hi << 4 | lo);
-    }
-    struct sock_fprog fprog = {(unsigned short)(len / 8), (struct sock_filter *)prog};
-    unsigned long flags = num(f[0]);
-    long ret = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &fprog);
-    if (ret < 0 && errno == ENOSYS && flags == 0)
-        ret = prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog, 0, 0);
-    if (ret < 0) {
-        int err = errno;
-        fail_msg("seccomp", "", err, "installing seccomp filter failed: %s", strerror(err));
-    }
-    free(prog);
-}
-
-static void checked_prctl(const char *what, int option, unsigned long a2, unsigned long a3) {
-    if (prctl(option, a2, a3, 0, 0) < 0) {
-        int err = errno;
-        fail_msg(what, "", err, "%s failed: %s", what, strerror(err));
-    }
-}
-
-/* user CAPS UID GID GIDS BOUNDING EFFECTIVE PERMITTED INHERITABLE AMBIENT LAST_CAP: user, groups and
- * capability sets in capabilities.apply's order (bounding first: it needs CAP_SETPCAP) */
-static void op_user(char **f) {
-    int caps = (int)num(f[0]);
-    uid_t uid = (uid_t)num(f[1]);
-    gid_t gid = (gid_t)num(f[2]), groups[4096];
-    size_t ngroups = 0;
-    for (char *p = f[3]; *p;) {
-        char *end;
-        unsigned long g = strtoul(p, &end, 10);
-        if (end == p || (*end && *end != ',') || ngroups == 4096)
-            fail_msg("setgroups", f[3], EINVAL, "bad supplementary group list");
-        groups[ngroups++] = (gid_t)g;
-        p = *end ? end + 1 : end;
-    }
-    unsigned long long bounding = strtoull(f[4], NULL, 0);
-    unsigned int last = (unsigned int)num(f[9]);
-    if (caps) {
-        for (unsigned int cap = 0; cap <= last; cap++) {
-            if (bounding & (1ULL << cap))
-                continue;
-            int held = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);     /* an error fails: never fail open */
-            if (held < 0)
-                checked_prctl("prctl(PR_CAPBSET_READ)", PR_CAPBSET_READ, cap, 0);
-            if (held == 1 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
-                char what[48];
-                snprintf(what, sizeof what, "prctl(PR_CAPBSET_DROP, %u)", cap);
-                checked_prctl(what, PR_CAPBSET_DROP, cap, 0);
-            }
-        }
-        checked_prctl("prctl(PR_SET_KEEPCAPS, 1)", PR_SET_KEEPCAPS, 1, 0);
-    }
-    if (setgroups(ngroups, groups) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0) {
-        int err = errno;
-        fail_msg("setresuid", "", err, caps ? "switching to user %u:%u failed: %s" :
-                 "cannot switch to user %u:%u: %s", uid, gid, strerror(err));
-    }
-    if (!caps)
-        return;
-    checked_prctl("prctl(PR_SET_KEEPCAPS, 0)", PR_SET_KEEPCAPS, 0, 0);
-    unsigned long long eff = strtoull(f[5], NULL, 0), prm = strtoull(f[6], NULL, 0),
-                       inh = strtoull(f[7], NULL, 0), amb = strtoull(f[8], NULL, 0);
-    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct data[2] = {
-        {(uint32_t)eff, (uint32_t)prm, (uint32_t)inh},
-        {(uint32_t)(eff >> 32), (uint32_t)(prm >> 32), (uint32_t)(inh >> 32)},
-    };
-    if (syscall(SYS_capset, &header, data) < 0) {
-        int err = errno;
-        fail_msg("capset", "", err, "capset failed: %s", strerror(err));
-    }
-    checked_prctl("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0);
-    for (unsigned int cap = 0; cap <= last; cap++) {
-        if (amb & (1ULL << cap)) {
-            char what[48];
-            snprintf(what, sizeof what, "prctl(PR_CAP_AMBIENT_RAISE, %u)", cap);
-            checked_prctl(what, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap);
-        }
-    }
-}
-
-struct open_how_ { uint64_t flags, mode, resolve; };
-
-/* init.check_executable: ARG0 (PATH searched) is an executable reached without a /proc magic link */
-static void op_findexec(const char *arg0, const char *path_var) {
-    char cand[PATH_BUF];
-    const char *dir = path_var;
-    int has_slash = strchr(arg0, '/') != NULL;
-    for (;;) {
-        const char *end = has_slash ? dir : strchrnul(dir, ':');
-        if (has_slash)
-            snprintf(cand, sizeof cand, "%s", arg0);
-        else
-            snprintf(cand, sizeof cand, "%.*s/%s", end == dir ? 1 : (int)(end - dir), end == dir ? "." : dir, arg0);
-        struct open_how_ how = {O_PATH | O_CLOEXEC, 0, RESOLVE_NO_MAGICLINKS};
-        long fd = syscall(SYS_openat2, AT_FDCWD, cand, &how, sizeof how);
-        if (fd >= 0) {
-            close((int)fd);
-        } else if (errno == ELOOP) {
-            int plain = open(cand, O_PATH | O_CLOEXEC);   /* a plain symlink loop is not our business */
-            if (plain >= 0) {
-                char quoted[1024];
-                close(plain);
-                fail_msg("exec", cand, ELOOP, "executable %s resolves through a /proc magic link (%s): "
-                         "refused", py_repr(arg0, quoted, sizeof quoted), cand);
-            }
-        }
-        struct stat st;
-        if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) && access(cand, X_OK) == 0)
-            return;
-        if (has_slash || !*end)
-            break;
-        dir = end + 1;
-    }
-    char quoted[1024];
-    fail_msg("exec", arg0, ENOENT, "executable file %s not found in the container",
-             py_repr(arg0, quoted, sizeof quoted));
-}
-
-/* execvpe as python's os.execvpe does it (no /bin/sh retry on ENOEXEC), PATH from the new env */
-static void exec_command(void) {
-    const char *arg0 = exec_argv[0], *path_var = "/bin:/usr/bin";
-    for (char **e = exec_env; *e; e++)
-        if (!strncmp(*e, "PATH=", 5))
-            path_var = *e + 5;
-    int saved = 0;
-    if (strchr(arg0, '/')) {
-        execve(arg0, exec_argv, exec_env);
-        saved = errno;
-    } else {
-        char cand[PATH_BUF];
-        for (const char *dir = path_var;;) {
-            const char *end = strchrnul(dir, ':');
-            snprintf(cand, sizeof cand, "%.*s/%s", end == dir ? 1 : (int)(end - dir), end == dir ? "." : dir, arg0);
-            execve(cand, exec_argv, exec_env);
-            if (errno != ENOENT && errno != ENOTDIR && !saved)
-                saved = errno;
-            if (!*end)
-                break;
-            dir = end + 1;
-        }
-        if (!saved)
-            saved = errno;
-    }
-    dprintf(2, "exec %s: %s\n", arg0, strerror(saved));
-    _exit(saved == EACCES || saved == ENOEXEC ? 126 : 127);
-}
-
-/* close every inherited descriptor but stdio, the channel and the exec fifo (both close-on-exec) */
-static void close_fds(void) {
-    int keep[2] = {CHAN < fifo ? CHAN : fifo, CHAN < fifo ? fifo : CHAN}, low = 3;
-    for (int i = 0; i < 2; i++) {
-        if (keep[i] > low && syscall(SYS_close_range, low, keep[i] - 1, 0) < 0)
-            for (int fd = low; fd < keep[i]; fd++)
-                close(fd);
-        low = keep[i] + 1;
-    }
-    if (syscall(SYS_close_range, low, ~0U, 0) < 0) {
-        struct rlimit rl;
-        getrlimit(RLIMIT_NOFILE, &rl);
-        for (rlim_t fd = (rlim_t)low; fd < rl.rlim_cur; fd++)
-            close((int)fd);
-    }
-    fcntl(CHAN, F_SETFD, FD_CLOEXEC);
 }
 
 /* each op's name and how many fields it takes after its step (exec: at least that many) */
@@ -692,18 +216,6 @@ static void run_op(int n, char **f) {
     }
 }
 
-static int read_exact(int fd, void *buf, size_t len) {
-    for (size_t done = 0; done < len;) {
-        ssize_t got = read(fd, (char *)buf + done, len - done);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            return -1;
-        done += (size_t)got;
-    }
-    return 0;
-}
-
 int main(int argc, char **argv) {
     /* a container's `#!/proc/self/exe` script, exec'd by this init, runs this (sealed) program again,
      * as the container's process: it must not act as an init there, and says why it will not */
@@ -774,7 +286,7 @@ int main(int argc, char **argv) {
     if (!exec_argv || fifo < 0)
         fail_msg("init", "", EINVAL, "request without exec or fifo");
     step = "close fds";
-    close_fds();
+    close_fds(fifo);
     if (send(CHAN, "ready", 5, MSG_NOSIGNAL) < 0)
         _exit(1);
 
@@ -785,6 +297,6 @@ int main(int argc, char **argv) {
         got = read(fifo, &go, 1);
     while (got < 0 && errno == EINTR);
     if (got == 1)
-        exec_command();
+        exec_command(exec_argv, exec_env);
     _exit(1);
 }

@@ -47,6 +47,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "orchc.h"
+
 #define REQ 3
 #define REPORT 4
 #define INIT_REQ 5
@@ -95,22 +97,10 @@ static void put_str(struct out *o, const char *s) {
     put(o, "\"");
 }
 
-/* python's repr() of a str, as monitor._setup quotes the step (ASCII controls escaped) */
+/* python's repr() of a str, as monitor._setup quotes the step */
 static void put_repr(struct out *o, const char *s) {
-    char quote = strchr(s, '\'') && !strchr(s, '"') ? '"' : '\'';
-    put(o, "%c", quote);
-    for (const char *end = s + strnlen(s, FIELD_MAX / 4); s < end && o->n + 8 < sizeof o->buf; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '\\' || c == (unsigned char)quote)
-            put(o, "\\%c", c);
-        else if (c == '\n' || c == '\r' || c == '\t')
-            put(o, "\\%c", c == '\n' ? 'n' : c == '\r' ? 'r' : 't');
-        else if (c < 0x20 || c == 0x7f)
-            put(o, "\\x%02x", c);
-        else
-            o->buf[o->n++] = (char)c;
-    }
-    put(o, "%c", quote);
+    if (sizeof o->buf - o->n >= 8)
+        o->n += repr_into(o->buf + o->n, sizeof o->buf - o->n, s, FIELD_MAX / 4);
 }
 
 static void kill_init(void) {
@@ -148,18 +138,6 @@ static void __attribute__((noreturn, format(printf, 4, 5))) fail(const char *op,
     vsnprintf(message.buf, sizeof message.buf, fmt, ap);
     va_end(ap);
     report_error(op, path, err, &message);
-}
-
-static int read_exact(int fd, void *buf, size_t len) {
-    for (size_t done = 0; done < len;) {
-        ssize_t got = read(fd, (char *)buf + done, len - done);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            return -1;
-        done += (size_t)got;
-    }
-    return 0;
 }
 
 /* one message from the init, waiting at most the set-up timeout; 0 when it closed its end */
