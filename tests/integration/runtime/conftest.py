@@ -60,12 +60,14 @@ def bundles(tmp_path: Path, busybox_rootfs: Path) -> Bundles:
 
 
 @pytest.fixture(params=["c-init", "py-init"])
-def runtime(request: pytest.FixtureRequest, state_root: Path) -> Iterator[Any]:
+def runtime(request: pytest.FixtureRequest, state_root: Path,
+            seed_c_programs: Callable[[Path], Path]) -> Iterator[Any]:
     """A native runtime with its own cgroup parent, removed (with every container) afterwards; once with
     warm spares' container init in C (``init.c``, the default), once with every init in Python."""
     from orchestrator.runtime.linux.native import LinuxRuntime
     parent = f"orchestrator-rt-{uuid.uuid4().hex[:10]}"
-    rt = LinuxRuntime(state_root / "containers", cgroup_parent=parent, c_init=request.param == "c-init")
+    rt = LinuxRuntime(seed_c_programs(state_root / "containers"), cgroup_parent=parent,
+                      c_init=request.param == "c-init")
     rt.test_cgroup_parent = parent            # type: ignore[attr-defined]
     yield rt
     for st in rt.list():
