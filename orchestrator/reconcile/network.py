@@ -38,7 +38,7 @@ from orchestrator.errors import NetworkError, ReconcileError, RuntimeFailure, St
 from orchestrator.manifest.model import Network, Port, Stack
 from orchestrator.runtime.base import Runtime, Status
 from orchestrator.runtime.linux.network.hosts import hosts_texts, write_in_place
-from orchestrator.runtime.linux.network.inventory import read_attachments, read_networks
+from orchestrator.runtime.linux.network.inventory import read_attachments, read_doomed, read_networks
 from orchestrator.state.desired import DesiredContainer, DesiredState
 from orchestrator.store.inventory import Inventory
 
@@ -160,6 +160,9 @@ class NetworkWiring:
             return info
 
     def detach(self, cid: str) -> None:
+        """After the runtime deleted ``cid``: its veths go on the manager's reaper thread (its
+        namespace is dead; the kernel's ~20 ms per deletion need not hold up the pass), ``close``
+        waits for them."""
         mgr = self._mgr()
         rows = mgr.inv.attachments(cid)
         if not rows:
@@ -167,7 +170,7 @@ class NetworkWiring:
         try:
             mgr.unpublish(cid)
         finally:
-            mgr.detach(cid)
+            mgr.detach(cid, wait=False)
         self.refresh_hosts({r.network for r in rows})
 
     # -- discovery and upkeep -------------------------------------------------------------------------
@@ -230,7 +233,18 @@ class NetworkWiring:
         with self._ensure_lock:
             self._ensured.clear()
         self.prune_networks(desired)
+        self.finish_deletions()
         self.refresh_hosts()
+
+    def finish_deletions(self) -> None:
+        """The veths ``detach`` handed to the manager's reaper are deleted by the end of the pass, and
+        so are those a process killed meanwhile recorded and never saw deleted (``net_doomed``)."""
+        if not read_doomed(self._db()):
+            return          # the common case reads one table and opens no netlink socket
+        try:
+            self._mgr().flush()
+        except NetworkError as exc:
+            raise ReconcileError(f"cannot delete the veths of deleted containers: {exc}") from exc
 
     def forget_stack(self, stack: str) -> None:
         mgr = self._mgr()

@@ -359,3 +359,44 @@ def test_detach_after_the_namespace_died(manager: NetworkManager, nss: Namespace
     manager.detach("gone-1")
     assert manager.inv.attachments("gone-1") == [] and host_end not in _links()
     manager.remove_network(stack, "default")
+
+
+def test_detach_without_waiting_hands_the_veth_to_the_reaper(manager: NetworkManager, nss: Namespaces,
+                                                             stack: str) -> None:
+    """``wait=False`` (the executor's detach, after the runtime's delete): the address and the row go
+    at once, the veth on the reaper's thread; ``flush`` waits for it and forgets the doomed row."""
+    before_links = _links()
+    net = manager.ensure_network(stack, Network("default"))
+    ends = []
+    for i in range(3):
+        manager.attach(f"r-{i}", nss.path(nss.add()), [(net, ["r"])])
+        ends.append(manager.inv.attachments(f"r-{i}")[0].host_ifname)
+    for i in range(3):
+        manager.detach(f"r-{i}", wait=False)
+        assert manager.inv.attachments(f"r-{i}") == [] and f"r-{i}" not in manager.ipam.owners()
+    manager.flush()
+    assert not any(end in _links() for end in ends)                 # even with the namespaces alive
+    assert manager.inv.doomed() == []
+    manager.detach("r-0", wait=False)                              # idempotent: nothing left to hand over
+    manager.remove_network(stack, "default")
+    assert _links() == before_links
+
+
+def test_a_doomed_veth_left_by_a_crash_is_deleted_by_gc(manager: NetworkManager, nss: Namespaces,
+                                                         stack: str, db: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process killed after detach(wait=False) committed and before its reaper deleted the veth:
+    the doomed row is there, and the next manager's ``gc`` or ``flush`` (a pass's upkeep runs it while
+    a doomed row is left) deletes it."""
+    from orchestrator.runtime.linux.network import reaper
+    net = manager.ensure_network(stack, Network("default"))
+    manager.attach("k-1", nss.path(nss.add()), [(net, ["k"])])
+    end = manager.inv.attachments("k-1")[0].host_ifname
+    with monkeypatch.context() as m:
+        m.setattr(reaper.LinkReaper, "delete", lambda self, names: None)     # killed before it ran
+        manager.detach("k-1", wait=False)
+    assert end in _links() and manager.inv.doomed() == [end]
+    with NetworkManager(sqlite3.connect(db)) as later:
+        later.gc(["someone-else"])
+        assert end not in _links() and later.inv.doomed() == []
+    manager.remove_network(stack, "default")

@@ -1,9 +1,10 @@
-"""Text of a container's /etc/hosts and /etc/resolv.conf (pure).
+"""Text of a container's /etc/hosts and /etc/resolv.conf, and a network's DNS zone (pure).
 
 The minimum service discovery: the caller (``reconcile.network``) writes ``container_hosts`` into every
 container's bundle (bind-mounted on /etc/hosts) and rewrites it in place on every reconcile pass in
 which it changed (every service and replica name of the networks the container is on). ``resolv_conf``
-points the container at the DNS server (``dns.DnsServer``) on its first network's gateway when one runs.
+points the container at the DNS server (``dns.DnsServer``) on its first network's gateway when one runs;
+``name_records`` is what that server answers for one network.
 
 Neighbours: ``inventory`` rows in (``manager.hosts_entries`` for the simple form); nothing here touches
 the kernel (``write_in_place`` only writes the file the caller names).
@@ -26,6 +27,19 @@ _PREAMBLE = (
     "127.0.0.1\tlocalhost",
     "::1\tlocalhost ip6-localhost ip6-loopback",
 )
+
+
+def name_records(rows: Iterable[AttachmentRow]) -> dict[str, list[str]]:
+    """The DNS zone of one network from its attachments: each alias and container name -> addresses,
+    healthy ones only unless none of them is healthy (so a lone replica's own name always resolves)."""
+    healthy: dict[str, list[str]] = {}
+    every: dict[str, list[str]] = {}
+    for a in rows:
+        for name in (*a.aliases, a.container):
+            every.setdefault(name, []).append(a.address)
+            if a.healthy:
+                healthy.setdefault(name, []).append(a.address)
+    return {name: healthy.get(name) or addrs for name, addrs in every.items()}
 
 
 def hosts_file(entries: Iterable[HostsEntry], hostname: str = "", *, every_address: bool = False) -> str:

@@ -8,6 +8,9 @@ Tables (created on first use in the connection the caller passes):
   container, address, DNS aliases, health. Written (in the same transaction as the IPAM allocation)
   before the veth is created, so a crash leaves a row that ``detach``/``gc`` find.
 - ``net_sysctls``: host sysctls we changed, with their original value, restored when we are done.
+- ``net_doomed``: host ends of veths of detached containers whose deletion is handed to ``reaper``
+  (``NetworkManager.detach(wait=False)``): written in the transaction that forgets the attachment,
+  forgotten once the link is gone, so a crash in between leaves a row ``flush``/``gc`` finish.
 
 Neighbours: ``manager`` is the only user; ``store.ipam`` holds the addresses themselves.
 """
@@ -28,6 +31,7 @@ _SCHEMA = (
            ifname TEXT NOT NULL, address TEXT NOT NULL, aliases TEXT NOT NULL,
            healthy INTEGER NOT NULL DEFAULT 1, PRIMARY KEY (container, network))""",
     """CREATE TABLE IF NOT EXISTS net_sysctls (key TEXT PRIMARY KEY, original TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS net_doomed (host_ifname TEXT PRIMARY KEY, container TEXT NOT NULL)""",
 )
 
 
@@ -79,6 +83,17 @@ def read_networks(conn: sqlite3.Connection) -> list[NetworkRow]:
             return []
         raise StateError(f"network inventory: cannot read networks: {exc}") from exc
     return [_row(r) for r in rows]
+
+
+def read_doomed(conn: sqlite3.Connection) -> list[str]:
+    """Host ends of veths handed to a reaper and not known to be deleted, read-only ([] without the
+    table, as ``read_attachments``)."""
+    try:
+        return [str(r[0]) for r in conn.execute("SELECT host_ifname FROM net_doomed ORDER BY 1")]
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise StateError(f"network inventory: cannot read doomed links: {exc}") from exc
 
 
 class Inventory:
@@ -155,3 +170,14 @@ class Inventory:
 
     def delete_sysctl(self, key: str) -> None:
         self.conn.execute("DELETE FROM net_sysctls WHERE key = ?", (key,))
+
+    # links to delete (``reaper``)
+    def put_doomed(self, container: str, names: list[str]) -> None:
+        self.conn.executemany("INSERT OR REPLACE INTO net_doomed VALUES (?, ?)",
+                              [(name, container) for name in names])
+
+    def doomed(self) -> list[str]:
+        return read_doomed(self.conn)
+
+    def forget_doomed(self, names: list[str]) -> None:
+        self.conn.executemany("DELETE FROM net_doomed WHERE host_ifname = ?", [(n,) for n in names])

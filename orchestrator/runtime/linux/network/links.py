@@ -5,7 +5,9 @@
   calling thread never changes namespace and no helper process is forked (pyroute2's own ``netns=``
   forks one, which costs more than our whole 10 ms budget per container).
 - ``ensure_bridge`` / ``attach_veth`` / ``delete_link`` are the only places that create or delete links;
-  ``OSError``/``NetlinkError`` become ``NetworkError`` naming the link and the operation.
+  ``OSError``/``NetlinkError`` become ``NetworkError`` naming the link and the operation. ``reaper``
+  calls ``delete_link`` from its own thread, with its own IPRoute.
+- ``host_routes``: the host's routed subnets, which a new network's subnet must avoid.
 
 Neighbours: ``manager`` decides what to create and records it first; ``sysctl`` for per-bridge settings.
 """
@@ -160,3 +162,19 @@ def configure_peer(ns_ipr: IPRoute, ifname: str, address: str, prefixlen: int, g
     except NetlinkError as exc:
         raise NetworkError(f"netns {where}: cannot configure {ifname} as {address}/{prefixlen}: "
                            f"{exc}") from exc
+
+
+def host_routes(ipr: IPRoute, except_via: set[str]) -> list[str]:
+    """Subnets routed on the host (``a.b.c.d/n``), except default routes and those via the links named
+    in ``except_via`` (our own bridges)."""
+    try:
+        routes = ipr.get_routes(family=socket.AF_INET)
+        names = {int(link["index"]): str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()}
+    except NetlinkError as exc:
+        raise NetworkError(f"cannot read host routes: {exc}") from exc
+    out = []
+    for r in routes:
+        dst, length = r.get_attr("RTA_DST"), int(r["dst_len"])
+        if dst and length and names.get(int(r.get_attr("RTA_OIF") or 0)) not in except_via:
+            out.append(f"{dst}/{length}")
+    return out
