@@ -99,13 +99,15 @@ class NetworkWiring:
 
     def close(self) -> None:
         with self._lock:
-            if self._manager is not None:
-                self._manager.close()
+            try:
+                if self._manager is not None:
+                    self._manager.close()       # waits for the veth deletions handed to its reaper
+            finally:
                 self._manager = None
-            for conn in (self._conn, self._reader):
-                if conn is not None:
-                    conn.close()
-            self._conn = self._reader = None
+                for conn in (self._conn, self._reader):
+                    if conn is not None:
+                        conn.close()
+                self._conn = self._reader = None
 
     def netns_for(self, dc: DesiredContainer) -> str:
         """The namespace path for the OCI config: "" = a new one (bridge/none) or none at all (host)."""
@@ -161,8 +163,8 @@ class NetworkWiring:
 
     def detach(self, cid: str) -> None:
         """After the runtime deleted ``cid``: its veths go on the manager's reaper thread (its
-        namespace is dead; the kernel's ~20 ms per deletion need not hold up the pass), ``close``
-        waits for them."""
+        namespace is dead; the kernel's ~20 ms per deletion need not hold up the pass); the pass's
+        ``upkeep`` and ``close`` wait for them."""
         mgr = self._mgr()
         rows = mgr.inv.attachments(cid)
         if not rows:
@@ -232,9 +234,11 @@ class NetworkWiring:
         """Once per pass, after the plan ran (or found nothing to do)."""
         with self._ensure_lock:
             self._ensured.clear()
-        self.prune_networks(desired)
-        self.finish_deletions()
-        self.refresh_hosts()
+        try:
+            self.prune_networks(desired)
+            self.finish_deletions()
+        finally:
+            self.refresh_hosts()        # whatever failed above, the hosts files stay current
 
     def finish_deletions(self) -> None:
         """The veths ``detach`` handed to the manager's reaper are deleted by the end of the pass, and

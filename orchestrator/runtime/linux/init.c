@@ -84,7 +84,7 @@ void do_mount(const char *src, const char *target, const char *type, unsigned lo
 
 /* s as python's repr() quotes a str (orchc.h), so a message reads as the Python init's does */
 const char *py_repr(const char *s, char *out, size_t cap) {
-    repr_into(out, cap, s, cap);
+    repr_into(out, cap, s, strlen(s));
     return out;
 }
 

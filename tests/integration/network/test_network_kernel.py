@@ -400,3 +400,26 @@ def test_a_doomed_veth_left_by_a_crash_is_deleted_by_gc(manager: NetworkManager,
         later.gc(["someone-else"])
         assert end not in _links() and later.inv.doomed() == []
     manager.remove_network(stack, "default")
+
+
+def test_attaching_a_name_still_doomed_deletes_the_old_veth_first(manager: NetworkManager, nss: Namespaces,
+                                                                  stack: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same container id attached again while its old veth (same name) waits for deletion: the
+    old one goes first, and nothing deletes the new one afterwards."""
+    from orchestrator.runtime.linux.network import reaper
+    net = manager.ensure_network(stack, Network("default"))
+    manager.attach("s-1", nss.path(nss.add()), [(net, ["s"])])
+    end = manager.inv.attachments("s-1")[0].host_ifname
+    with monkeypatch.context() as m:
+        m.setattr(reaper.LinkReaper, "delete", lambda self, names: None)     # still queued, say
+        manager.detach("s-1", wait=False)
+    assert manager.inv.doomed() == [end]
+    ns2 = nss.add()
+    manager.attach("s-1", nss.path(ns2), [(net, ["s"])])
+    assert manager.inv.doomed() == []
+    manager.flush()
+    assert end in _links()                                         # the new veth, same name
+    assert "eth0" in nss.run(ns2, "ip", "-o", "link").stdout
+    manager.detach("s-1")
+    manager.remove_network(stack, "default")

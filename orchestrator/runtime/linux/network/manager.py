@@ -37,7 +37,7 @@ from types import TracebackType
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from orchestrator.errors import NetworkError
+from orchestrator.errors import NetworkError, OrchestratorError
 from orchestrator.store.ipam import DEFAULT_POOL, DEFAULT_PREFIXLEN, Ipam, transaction
 
 from . import links, sysctl
@@ -46,7 +46,7 @@ from .hosts import HostsEntry, name_records
 from .inventory import AttachmentRow, Inventory, NetworkRow
 from .naming import bridge_name, container_ifname, network_key, network_tag, port_tag_prefix, veth_name
 from .ports import Nft, listening, network_rules, port_comment, port_conflicts, port_rules
-from .reaper import LinkReaper
+from .reaper import Doomed
 from .specs import NetworkSpec, PortSpec
 
 IP_FORWARD = "net.ipv4.ip_forward"
@@ -88,11 +88,11 @@ class NetworkManager:
         self._hook = step_hook or (lambda _step: None)
         self._lock = threading.RLock()
         self._bridge_indexes: dict[str, int] = {}      # bridge name -> ifindex, checked on failure
-        self._reaper: LinkReaper | None = None         # started by the first detach(wait=False)
         try:
             self.ipr = IPRoute()
         except (OSError, NetlinkError) as exc:
             raise NetworkError(f"cannot open rtnetlink: {exc}") from exc
+        self._doomed = Doomed(self.inv, self.ipr)        # detach(wait=False)'s deletions
         self.dns: DnsServer | None = None
         if dns:
             upstreams = host_resolvers() if dns_upstreams is None else dns_upstreams
@@ -105,18 +105,17 @@ class NetworkManager:
     def close(self) -> None:
         """Stop the DNS server and finish the deletions ``detach(wait=False)`` handed over (a link that
         could not be deleted keeps its ``net_doomed`` row for the next ``flush`` or ``gc``)."""
-        if self.dns is not None:
-            self.dns.stop()
-            self.dns = None
-        try:
-            self.flush()
-        except NetworkError:
-            pass                        # recorded: the row stays, the next flush or gc retries
-        finally:
-            if self._reaper is not None:
-                self._reaper.close()
-                self._reaper = None
-            self.ipr.close()
+        with self._lock:
+            if self.dns is not None:
+                self.dns.stop()
+                self.dns = None
+            try:
+                self.flush()
+            except (OrchestratorError, sqlite3.Error):
+                pass                    # recorded: the rows stay, the next flush or gc retries
+            finally:
+                self._doomed.close()
+                self.ipr.close()
 
     def __enter__(self) -> NetworkManager:
         return self
@@ -187,6 +186,9 @@ class NetworkManager:
         route. ``aliases`` are its DNS names on that network. Returns network name -> address."""
         path = links.netns_path(netns_path)
         with self._lock:
+            self._doomed.forget_reaped()
+            if {veth_name(container, info.key) for info, _a in networks} & set(self.inv.doomed()):
+                self.flush()            # its old veth, same name: gone before the new one is made
             rows: list[tuple[NetworkInfo, AttachmentRow]] = []
             with transaction(self.conn):
                 for i, (info, aliases) in enumerate(networks):
@@ -251,9 +253,10 @@ class NetworkManager:
         ``wait=False`` is for a container whose processes are gone (the executor detaches after the
         runtime's delete): its veths are recorded as doomed and deleted on the reaper's thread, so the
         caller does not wait out the kernel's ~20 ms per deletion (see ``reaper``). Its addresses
-        are free at once: nothing in a dead container's namespace uses them any more."""
+        are free at once: nothing in a dead container's namespace uses them any more (and IPAM hands
+        out a released address again only once the subnet has no never-used one left)."""
         with self._lock:
-            self._forget_reaped()
+            self._doomed.forget_reaped()
             rows = self.inv.attachments(container)
             names = [row.host_ifname for row in rows]
             if wait:
@@ -266,34 +269,15 @@ class NetworkManager:
                 for row in rows:
                     self.inv.delete_attachment(container, row.network)
             if not wait and names:
-                if self._reaper is None:
-                    self._reaper = LinkReaper()
-                self._reaper.delete(names)
+                self._doomed.hand_over(names)
             for row in rows:
                 self._refresh_zone(row.network)
 
     def flush(self, timeout_s: float = 10.0) -> None:
-        """Every doomed veth deleted: waits for the reaper, then deletes here whatever it could not
-        and whatever an earlier process recorded and never finished (a crash). Idempotent."""
+        """Every veth ``detach(wait=False)`` handed over (or a killed process recorded) deleted; see
+        ``reaper.Doomed.flush``."""
         with self._lock:
-            if self._reaper is not None:
-                self._reaper.wait(timeout_s)
-            self._forget_reaped()
-            left = self.inv.doomed()
-            for name in left:
-                links.delete_link(self.ipr, name)
-            if left:
-                with transaction(self.conn):
-                    self.inv.forget_doomed(left)
-
-    def _forget_reaped(self) -> None:
-        """Forget the doomed rows of links the reaper has deleted (failures stay for ``flush``)."""
-        if self._reaper is None:
-            return
-        done, _failed = self._reaper.reaped()
-        if done:
-            with transaction(self.conn):
-                self.inv.forget_doomed(done)
+            self._doomed.flush(timeout_s)
 
     def addresses(self, container: str) -> dict[str, str]:
         return {a.network: a.address for a in self.inv.attachments(container)}
