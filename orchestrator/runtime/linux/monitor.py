@@ -35,6 +35,25 @@ from orchestrator.runtime.linux.spec import namespace_plan
 SETUP_TIMEOUT_S = 60.0
 FILES_FD = 5                 # the config/secret files payload across the supervisor's exec (restarts)
 EXE_FD = 6                   # the sealed interpreter (memfd) the restarter is exec'd from
+NETNS_FD = 7                 # the container's network namespace, held across in-place restarts
+
+
+def held_netns(req: dict[str, Any], init_pid: int) -> int | None:
+    """A close-on-exec fd of the container's network namespace, for the supervisor to hold (as
+    ``NETNS_FD``) while the container may be restarted in place, so that the restarter rejoins it
+    (``restarter.rejoin_netns``): the veths, addresses and routes the network manager put there at
+    create stay the container's, as a pod's network outlives its containers. Only for a namespace
+    of its own (network ``none`` or bridged) without a user namespace (a new one at restart could not
+    join a namespace the old one owns). None otherwise, or when it cannot be opened (the container
+    then runs on, and a restart gets a fresh namespace, as before)."""
+    plan = namespace_plan(req["spec"])
+    if plan.new_user or not plan.new_flags & sc.CLONE_NEWNET:
+        return None
+    try:
+        return os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        os.write(2, f"monitor: cannot hold the network namespace of {init_pid}: {exc}\n".encode())
+        return None
 
 
 def _write_maps(pid: int, spec: dict[str, Any]) -> None:
@@ -121,6 +140,11 @@ def _exec_supervisor(req: dict[str, Any], init_pid: int, out_r: int, err_r: int)
         copies.append(fcntl.fcntl(exe, fcntl.F_DUPFD_CLOEXEC, 10))   # above the targets: a dup2 onto
         os.close(exe)                                               # itself would keep close-on-exec
         targets.append(EXE_FD)
+        netns = held_netns(req, init_pid)
+        if netns is not None:
+            copies.append(fcntl.fcntl(netns, fcntl.F_DUPFD_CLOEXEC, 10))
+            os.close(netns)
+            targets.append(NETNS_FD)
     for target, fd in zip(targets, copies, strict=True):
         os.dup2(fd, target)
     argv = [req["supervisor"], str(init_pid), req["state_dir"], str(int(req.get("log_max_bytes", 10 << 20)))]
@@ -309,6 +333,8 @@ def _supervise_or_exec(req: dict[str, Any], init_pid: int, out_r: int, err_r: in
     if req.get("supervisor"):
         _exec_supervisor(req, init_pid, out_r, err_r)
     from orchestrator.runtime.linux import pysupervise
+    restartable = os.path.exists(os.path.join(req["state_dir"], statedir.RESTART_REQ))
+    netns = held_netns(req, init_pid) if restartable else None      # see _exec_supervisor
     status = pysupervise.supervise(req, init_pid, {out_r: "stdout", err_r: "stderr"}, wake_r)
     record = pysupervise.exit_record(req, status)
     # the policy as it is now: update_restart may have changed it in restart.json while we ran
@@ -317,7 +343,7 @@ def _supervise_or_exec(req: dict[str, Any], init_pid: int, out_r: int, err_r: in
         statedir.write_json(os.path.join(req["state_dir"], statedir.EXIT), record)
         return
     from orchestrator.runtime.linux import restarter  # imports us: only here, never at the top
-    restarter.after_exit(now, record, _restarter_argv(req, "/proc/self/exe"))
+    restarter.after_exit(now, record, _restarter_argv(req, "/proc/self/exe"), netns)
 
 
 def _children() -> tuple[int, ...]:

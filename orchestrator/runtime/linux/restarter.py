@@ -75,6 +75,24 @@ def _preload(req: dict[str, Any]) -> None:
         importlib.import_module(name)
 
 
+def rejoin_netns(req: dict[str, Any]) -> dict[str, Any]:
+    """The request with the network namespace our supervisor held (``monitor.held_netns``, at
+    NETNS_FD) joined instead of a new one made: the restarted container keeps its interfaces, its
+    address and its routes. Unchanged when we hold none. Through /proc/OUR_PID/fd, which the init
+    can open before it closes what it inherited."""
+    try:
+        held = os.readlink(f"/proc/self/fd/{monitor.NETNS_FD}").startswith("net:[")
+    except OSError:
+        held = False
+    if not held:
+        return req
+    path = f"/proc/{os.getpid()}/fd/{monitor.NETNS_FD}"
+    linux = req["spec"].get("linux", {})
+    spaces = [{**ns, "path": path} if ns.get("type") == "network" and not ns.get("path") else ns
+              for ns in linux.get("namespaces", [])]
+    return {**req, "spec": {**req["spec"], "linux": {**linux, "namespaces": spaces}}}
+
+
 def _restart(req: dict[str, Any], ended: dict[str, Any], lock: contextlib.ExitStack) -> NoReturn:
     cdir = req["state_dir"]
     _preload(req)
@@ -95,7 +113,7 @@ def _restart(req: dict[str, Any], ended: dict[str, Any], lock: contextlib.ExitSt
     # the last unshare(CLONE_NEWPID) left our children's pid namespace pointing at the dead one (fork
     # fails there); rejoining our own makes a fresh unshare possible again
     init._setns("/proc/self/ns/pid", sc.CLONE_NEWPID)
-    init_pid, out_r, err_r, wake_r = monitor._spawn(req, ())
+    init_pid, out_r, err_r, wake_r = monitor._spawn(rejoin_netns(req), ())
     if statedir.user_stopped(cdir):
         monitor._kill(init_pid)
         _final(cdir, ended)
@@ -155,11 +173,11 @@ def restart_from(cdir: str) -> NoReturn:
     os._exit(1)
 
 
-def after_exit(req: dict[str, Any], ended: dict[str, Any], argv: list[str]) -> None:
+def after_exit(req: dict[str, Any], ended: dict[str, Any], argv: list[str], netns: int | None = None) -> None:
     """The Python supervisor's counterpart of the C one: record the exit (saying whether a restart
     follows, in the same write, so ``wait`` never sees a final-looking exit before a restart), wait out
     the backoff, exec ``argv`` (the restarter). ``req``: the request as restart.json has it now (a
-    policy changed in place included)."""
+    policy changed in place included); ``netns``: ``monitor.held_netns``, passed on as NETNS_FD."""
     cdir = req["state_dir"]
     policy = restart.from_annotations(req["spec"].get("annotations", {}))
     counts = statedir.read_json(os.path.join(cdir, statedir.RESTARTS)) or {}
@@ -179,6 +197,11 @@ def after_exit(req: dict[str, Any], ended: dict[str, Any], argv: list[str]) -> N
     if statedir.user_stopped(cdir):
         _final(cdir, ended)
         return
+    if netns is not None:
+        if netns == monitor.NETNS_FD:
+            os.set_inheritable(netns, True)
+        else:
+            os.dup2(netns, monitor.NETNS_FD)          # inheritable: the restarter rejoins it
     os.execv(argv[0], argv[1:])
 
 

@@ -55,6 +55,7 @@
 #define INIT_EXE 6
 #define PY_EXE 7
 #define EXE_FD 6                   /* where orch-supervise's restarter expects the interpreter */
+#define NETNS_FD 7                 /* monitor.NETNS_FD: the network namespace a restart rejoins */
 #define SETUP_TIMEOUT_MS 60000     /* monitor.SETUP_TIMEOUT_S */
 #define MAX_ARGS 64
 #define MAX_DIRS 32
@@ -421,14 +422,26 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nargs; i++)
         sv_argv[3 + i] = args[i];
     sv_argv[3 + nargs] = NULL;
-    /* the container's stdout/stderr as 3 and 4, the interpreter for a restarter as EXE_FD; copies
-     * above them first, so no dup2 closes another's source */
+    /* the container's stdout/stderr as 3 and 4, the interpreter for a restarter as EXE_FD and the
+     * container's network namespace as NETNS_FD (monitor.held_netns: a spare's init always has one of
+     * its own, and no user namespace); copies above them first, so no dup2 closes another's source */
     int o = fcntl(out[0], F_DUPFD_CLOEXEC, 20), e = fcntl(errp[0], F_DUPFD_CLOEXEC, 20),
-        x = fcntl(PY_EXE, F_DUPFD_CLOEXEC, 20);
+        x = fcntl(PY_EXE, F_DUPFD_CLOEXEC, 20), ns = -1;
+    if (restartable) {
+        char ns_path[64];
+        snprintf(ns_path, sizeof ns_path, "/proc/%d/ns/net", (int)init_pid);
+        int held = open(ns_path, O_RDONLY | O_CLOEXEC);
+        if (held < 0)
+            dprintf(2, "monitor: cannot hold the network namespace of %d: %s\n", (int)init_pid, strerror(errno));
+        else
+            ns = fcntl(held, F_DUPFD_CLOEXEC, 20);
+    }
     dup2(o, 3);
     dup2(e, 4);
     if (restartable)                             /* see monitor._exec_supervisor */
         dup2(x, EXE_FD);
+    if (ns >= 0)
+        dup2(ns, NETNS_FD);
     execv(supervisor, sv_argv);
     dprintf(2, "orch-spare: exec %s: %s\n", supervisor, strerror(errno));
     kill_init();             /* unsupervised, nobody would reap it or read its output */

@@ -307,3 +307,39 @@ def test_policy_changed_to_never_during_a_backoff_stops_the_restart(runtime: Any
     st = runtime.state("backoff")
     assert st.status == Status.STOPPED and st.exit_code == 1 and restarts(runtime, "backoff") == 0
     assert st.annotations[restart.RESTARTING] == "false" and st.annotations[restart.POLICY] == "never"
+
+
+def _restart_keeps_the_network_namespace(rt: Any, bundles: Any, cid: str) -> None:
+    """What the network manager put in the namespace at create (here a veth pair made from outside)
+    is still there after the supervisor restarted the container in place, and the restarted init got
+    no descriptor of ours (the held namespace is the supervisor's alone)."""
+    start(rt, bundles, cid, ["sleep", "30"], policy("on-failure"))
+    first = rt.state(cid).pid
+    netns = os.readlink(f"/proc/{first}/ns/net")
+    subprocess.run(["nsenter", "-t", str(first), "-n", "ip", "link", "add", "marker0", "type", "veth", "peer",
+                    "name", "marker1"],
+                   check=True)
+    _crash(rt, cid)
+    until(lambda: restarts(rt, cid) >= 1 and rt.state(cid).status == Status.RUNNING)
+    again = rt.state(cid).pid
+    assert again != first and os.readlink(f"/proc/{again}/ns/net") == netns
+    links = subprocess.run(["nsenter", "-t", str(again), "-n", "ip", "-o", "link"], capture_output=True,
+                           text=True, check=True).stdout
+    assert "marker0" in links
+    assert sorted(os.listdir(f"/proc/{again}/fd")) == ["0", "1", "2"]
+    rt.delete(cid, force=True)
+
+
+def test_a_restart_in_place_keeps_the_network_namespace(runtime: Any, bundles: Any) -> None:
+    _restart_keeps_the_network_namespace(runtime, bundles, "netkeep")
+
+
+def test_the_python_supervisor_keeps_the_network_namespace_too(state_root: Path, bundles: Any) -> None:
+    from orchestrator.runtime.linux.native import LinuxRuntime
+    parent = f"orchestrator-rt-{uuid.uuid4().hex[:10]}"
+    with LinuxRuntime(state_root / "pynet", cgroup_parent=parent, c_supervisor=False) as rt:
+        try:
+            _restart_keeps_the_network_namespace(rt, bundles, "pynetkeep")
+        finally:
+            rt.delete("pynetkeep", force=True)
+            remove_cgroup_parent(parent)
