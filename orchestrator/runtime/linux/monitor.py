@@ -42,17 +42,32 @@ def held_netns(req: dict[str, Any], init_pid: int) -> int | None:
     """A close-on-exec fd of the container's network namespace, for the supervisor to hold (as
     ``NETNS_FD``) while the container may be restarted in place, so that the restarter rejoins it
     (``restarter.rejoin_netns``): the veths, addresses and routes the network manager put there at
-    create stay the container's, as a pod's network outlives its containers. Only for a namespace
-    of its own (network ``none`` or bridged) without a user namespace (a new one at restart could not
-    join a namespace the old one owns). None otherwise, or when it cannot be opened (the container
-    then runs on, and a restart gets a fresh namespace, as before)."""
+    create stay the container's, as a pod's network outlives its containers (and a ``container:x``
+    sibling keeps x's). Opened before the create is reported, while the init waits for ``start``: its
+    PID 1 cannot have left the namespace yet. None for the host's network, with a user namespace (a
+    new one at restart could not use a namespace the old one owns), or when it cannot be opened (the
+    container runs on, and a restart gets a fresh namespace, as before)."""
+    if not os.path.exists(os.path.join(req["state_dir"], statedir.RESTART_REQ)):
+        return None                     # not restartable: nothing to hold it for
     plan = namespace_plan(req["spec"])
-    if plan.new_user or not plan.new_flags & sc.CLONE_NEWNET:
+    joins_net = any(flag == sc.CLONE_NEWNET for flag, _ in plan.joins)
+    if plan.new_user or any(flag == sc.CLONE_NEWUSER for flag, _ in plan.joins) or \
+            not (plan.new_flags & sc.CLONE_NEWNET or joins_net):
         return None
     try:
         return os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         os.write(2, f"monitor: cannot hold the network namespace of {init_pid}: {exc}\n".encode())
+        return None
+
+
+def inherited_netns() -> int | None:
+    """The restarter's: a close-on-exec copy of the namespace the supervisor held (NETNS_FD), if any."""
+    try:
+        if not os.readlink(f"/proc/self/fd/{NETNS_FD}").startswith("net:["):
+            return None
+        return fcntl.fcntl(NETNS_FD, fcntl.F_DUPFD_CLOEXEC, 10)
+    except OSError:
         return None
 
 
@@ -117,10 +132,12 @@ def _setup(chan: socket.socket, req: dict[str, Any], init_pid: int, go_fd: int =
             return init_pid
 
 
-def _exec_supervisor(req: dict[str, Any], init_pid: int, out_r: int, err_r: int) -> NoReturn:
+def _exec_supervisor(req: dict[str, Any], init_pid: int, out_r: int, err_r: int,
+                     netns: int | None) -> NoReturn:
     """Become ``orch-supervise`` (cmonitor.py): same pid, so still the init's parent; the container's
     stdout/stderr pipes become its fds 3 and 4, everything else of ours is close-on-exec. With a restart
-    policy it also gets the policy's decisions for this run and the command that restarts us."""
+    policy it also gets the policy's decisions for this run and the command that restarts us, and
+    ``netns`` (``held_netns``) as NETNS_FD."""
     # copies above 4 first, so the dup2s below cannot close one source with the other; the copies are
     # close-on-exec, the dup2 targets are not
     copies = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (out_r, err_r)]
@@ -140,10 +157,8 @@ def _exec_supervisor(req: dict[str, Any], init_pid: int, out_r: int, err_r: int)
         copies.append(fcntl.fcntl(exe, fcntl.F_DUPFD_CLOEXEC, 10))   # above the targets: a dup2 onto
         os.close(exe)                                               # itself would keep close-on-exec
         targets.append(EXE_FD)
-        netns = held_netns(req, init_pid)
         if netns is not None:
             copies.append(fcntl.fcntl(netns, fcntl.F_DUPFD_CLOEXEC, 10))
-            os.close(netns)
             targets.append(NETNS_FD)
     for target, fd in zip(targets, copies, strict=True):
         os.dup2(fd, target)
@@ -290,11 +305,12 @@ def serve(req: dict[str, Any], report_fd: int, spawn: Spawn) -> None:
         if req.get("files_payload") is not None:
             req["files_fd"] = _keep_payload(req["files_payload"])
     init_pid, out_r, err_r, wake_r = spawn(req)
+    netns = held_netns(req, init_pid)           # before the report: the init still waits for start
     reply = {"ok": True, "pid": init_pid, "start_time": statedir.start_time(init_pid) or 0,
              "monitor_pid": os.getpid(), "monitor_start_time": statedir.start_time(os.getpid()) or 0}
     os.write(report_fd, json.dumps(reply).encode())
     os.close(report_fd)
-    _supervise_or_exec(req, init_pid, out_r, err_r, wake_r)
+    _supervise_or_exec(req, init_pid, out_r, err_r, wake_r, netns)
 
 
 def restart_request(req: dict[str, Any]) -> dict[str, Any]:
@@ -329,12 +345,12 @@ def run(req: dict[str, Any], report_fd: int) -> NoReturn:
         os._exit(code)
 
 
-def _supervise_or_exec(req: dict[str, Any], init_pid: int, out_r: int, err_r: int, wake_r: int) -> None:
+def _supervise_or_exec(req: dict[str, Any], init_pid: int, out_r: int, err_r: int, wake_r: int,
+                       netns: int | None) -> None:
+    """Supervise the container in Python, or exec the C supervisor; ``netns``: ``held_netns``."""
     if req.get("supervisor"):
-        _exec_supervisor(req, init_pid, out_r, err_r)
+        _exec_supervisor(req, init_pid, out_r, err_r, netns)
     from orchestrator.runtime.linux import pysupervise
-    restartable = os.path.exists(os.path.join(req["state_dir"], statedir.RESTART_REQ))
-    netns = held_netns(req, init_pid) if restartable else None      # see _exec_supervisor
     status = pysupervise.supervise(req, init_pid, {out_r: "stdout", err_r: "stderr"}, wake_r)
     record = pysupervise.exit_record(req, status)
     # the policy as it is now: update_restart may have changed it in restart.json while we ran

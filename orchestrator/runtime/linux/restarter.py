@@ -77,18 +77,19 @@ def _preload(req: dict[str, Any]) -> None:
 
 def rejoin_netns(req: dict[str, Any]) -> dict[str, Any]:
     """The request with the network namespace our supervisor held (``monitor.held_netns``, at
-    NETNS_FD) joined instead of a new one made: the restarted container keeps its interfaces, its
-    address and its routes. Unchanged when we hold none. Through /proc/OUR_PID/fd, which the init
-    can open before it closes what it inherited."""
+    NETNS_FD) joined instead of a new one made (or instead of the path a ``container:x`` spec
+    joined at create, whose pid may be gone): the restarted container keeps its interfaces, its
+    address and its routes. Unchanged when we hold none. The init inherits NETNS_FD and joins it
+    as /proc/self/fd/7 before it closes what it inherited (``init.direct``)."""
     try:
         held = os.readlink(f"/proc/self/fd/{monitor.NETNS_FD}").startswith("net:[")
     except OSError:
         held = False
     if not held:
         return req
-    path = f"/proc/{os.getpid()}/fd/{monitor.NETNS_FD}"
+    path = f"/proc/self/fd/{monitor.NETNS_FD}"
     linux = req["spec"].get("linux", {})
-    spaces = [{**ns, "path": path} if ns.get("type") == "network" and not ns.get("path") else ns
+    spaces = [{**ns, "path": path} if ns.get("type") == "network" else ns
               for ns in linux.get("namespaces", [])]
     return {**req, "spec": {**req["spec"], "linux": {**linux, "namespaces": spaces}}}
 
@@ -137,7 +138,7 @@ def _restart(req: dict[str, Any], ended: dict[str, Any], lock: contextlib.ExitSt
     if statedir.user_stopped(cdir):    # stopped since our look above: it reads as running, so kill it
         os.kill(init_pid, signal.SIGKILL)           # (the supervisor reaps it and records a final exit)
     lock.close()          # the C supervisor's exec would release it; the Python loop would keep it
-    monitor._supervise_or_exec(req, init_pid, out_r, err_r, wake_r)
+    monitor._supervise_or_exec(req, init_pid, out_r, err_r, wake_r, monitor.inherited_netns())
     os._exit(0)
 
 

@@ -406,7 +406,19 @@ int main(int argc, char **argv) {
     }
     close(chan);
 
-    /* 7. the report, then the supervisor */
+    /* 7. the report, then the supervisor. First the network namespace a restart rejoins
+     * (monitor.held_netns), while the init still waits for start: its PID 1 cannot have left it yet */
+    int ns = -1;
+    if (restartable) {
+        char ns_path[64];
+        snprintf(ns_path, sizeof ns_path, "/proc/%d/ns/net", (int)init_pid);
+        int held = open(ns_path, O_RDONLY | O_CLOEXEC);
+        ns = held < 0 ? -1 : fcntl(held, F_DUPFD_CLOEXEC, 20);     /* clear of the fds below */
+        if (ns < 0)
+            dprintf(2, "monitor: cannot hold the network namespace of %d: %s\n", (int)init_pid, strerror(errno));
+        if (held >= 0)
+            close(held);
+    }
     char report[256];
     int n = snprintf(report, sizeof report, "{\"ok\": true, \"pid\": %d, \"start_time\": %lld, \"monitor_pid\": "
                      "%d, \"monitor_start_time\": %lld}", (int)init_pid, start_time(init_pid), (int)getpid(),
@@ -423,19 +435,10 @@ int main(int argc, char **argv) {
         sv_argv[3 + i] = args[i];
     sv_argv[3 + nargs] = NULL;
     /* the container's stdout/stderr as 3 and 4, the interpreter for a restarter as EXE_FD and the
-     * container's network namespace as NETNS_FD (monitor.held_netns: a spare's init always has one of
-     * its own, and no user namespace); copies above them first, so no dup2 closes another's source */
+     * network namespace as NETNS_FD (a spare's init always has one of its own, and no user
+     * namespace); copies above them first, so no dup2 closes another's source */
     int o = fcntl(out[0], F_DUPFD_CLOEXEC, 20), e = fcntl(errp[0], F_DUPFD_CLOEXEC, 20),
-        x = fcntl(PY_EXE, F_DUPFD_CLOEXEC, 20), ns = -1;
-    if (restartable) {
-        char ns_path[64];
-        snprintf(ns_path, sizeof ns_path, "/proc/%d/ns/net", (int)init_pid);
-        int held = open(ns_path, O_RDONLY | O_CLOEXEC);
-        if (held < 0)
-            dprintf(2, "monitor: cannot hold the network namespace of %d: %s\n", (int)init_pid, strerror(errno));
-        else
-            ns = fcntl(held, F_DUPFD_CLOEXEC, 20);
-    }
+        x = fcntl(PY_EXE, F_DUPFD_CLOEXEC, 20);
     dup2(o, 3);
     dup2(e, 4);
     if (restartable)                             /* see monitor._exec_supervisor */

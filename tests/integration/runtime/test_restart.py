@@ -311,22 +311,24 @@ def test_policy_changed_to_never_during_a_backoff_stops_the_restart(runtime: Any
 
 def _restart_keeps_the_network_namespace(rt: Any, bundles: Any, cid: str) -> None:
     """What the network manager put in the namespace at create (here a veth pair made from outside)
-    is still there after the supervisor restarted the container in place, and the restarted init got
-    no descriptor of ours (the held namespace is the supervisor's alone)."""
+    is still there after the supervisor restarted the container in place, twice (the second time
+    from a supervisor the restarter exec'd), and no restarted init got a descriptor of ours."""
     start(rt, bundles, cid, ["sleep", "30"], policy("on-failure"))
     first = rt.state(cid).pid
     netns = os.readlink(f"/proc/{first}/ns/net")
     subprocess.run(["nsenter", "-t", str(first), "-n", "ip", "link", "add", "marker0", "type", "veth", "peer",
-                    "name", "marker1"],
-                   check=True)
-    _crash(rt, cid)
-    until(lambda: restarts(rt, cid) >= 1 and rt.state(cid).status == Status.RUNNING)
-    again = rt.state(cid).pid
-    assert again != first and os.readlink(f"/proc/{again}/ns/net") == netns
-    links = subprocess.run(["nsenter", "-t", str(again), "-n", "ip", "-o", "link"], capture_output=True,
-                           text=True, check=True).stdout
-    assert "marker0" in links
-    assert sorted(os.listdir(f"/proc/{again}/fd")) == ["0", "1", "2"]
+                    "name", "marker1"], check=True)
+    pids = [first]
+    for n in (1, 2):
+        _crash(rt, cid)
+        until(lambda: restarts(rt, cid) >= n and rt.state(cid).status == Status.RUNNING)  # noqa: B023
+        pid = rt.state(cid).pid
+        assert pid not in pids and os.readlink(f"/proc/{pid}/ns/net") == netns
+        links = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "-o", "link"], capture_output=True,
+                               text=True, check=True).stdout
+        assert "marker0" in links
+        assert sorted(os.listdir(f"/proc/{pid}/fd")) == ["0", "1", "2"]
+        pids.append(pid)
     rt.delete(cid, force=True)
 
 
@@ -343,3 +345,28 @@ def test_the_python_supervisor_keeps_the_network_namespace_too(state_root: Path,
         finally:
             rt.delete("pynetkeep", force=True)
             remove_cgroup_parent(parent)
+
+
+def test_a_sibling_that_joined_a_network_rejoins_it_after_both_restarted(runtime: Any, bundles: Any) -> None:
+    """``network: container:x``: y joined x's namespace by x's pid at create. x restarts in place (a
+    new pid, the same namespace, held), then y crashes: y comes back in that same namespace, not in
+    a fresh one and not failing on x's old pid."""
+    start(runtime, bundles, "x", ["sleep", "30"], policy("on-failure"))
+    xpid = runtime.state("x").pid
+    netns = os.readlink(f"/proc/{xpid}/ns/net")
+
+    def join_x(spec: dict[str, Any]) -> None:
+        policy("on-failure")(spec)
+        joined = {"type": "network", "path": f"/proc/{xpid}/ns/net"}
+        spec["linux"]["namespaces"] = [joined if n["type"] == "network" else n
+                                       for n in spec["linux"]["namespaces"]]
+
+    start(runtime, bundles, "y", ["sleep", "30"], join_x)
+    assert os.readlink(f"/proc/{runtime.state('y').pid}/ns/net") == netns
+    _crash(runtime, "x")
+    until(lambda: restarts(runtime, "x") >= 1 and runtime.state("x").status == Status.RUNNING)
+    _crash(runtime, "y")
+    until(lambda: restarts(runtime, "y") >= 1 and runtime.state("y").status == Status.RUNNING)
+    assert os.readlink(f"/proc/{runtime.state('y').pid}/ns/net") == netns
+    for cid in ("y", "x"):
+        runtime.delete(cid, force=True)
