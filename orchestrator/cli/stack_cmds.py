@@ -78,6 +78,11 @@ def register(sub: Any) -> None:
     p.add_argument("--since", type=_duration, default=None, help="only lines newer than this (10m)")
     p.set_defaults(func=logs_cmd)
     p = sub.add_parser("exec", help="run a command in a service's first replica (or STACK/SERVICE-N)")
+    p.add_argument("-i", "--interactive", action="store_true", help="give the command our stdin")
+    p.add_argument("-t", "--tty", action="store_true", help="a terminal (not supported by the runtimes yet)")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="an environment variable (again for more)")
+    p.add_argument("-w", "--workdir", default=None, help="working directory inside the container")
     p.add_argument("target")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD...")
     p.set_defaults(func=exec_cmd)
@@ -340,16 +345,24 @@ def logs_cmd(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def exec_cmd(args: argparse.Namespace, ctx: Context) -> int:
+    """The command's output streams to ours as it is written (as ``docker exec`` and ``kubectl exec``
+    do); its exit code is ours."""
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
     if not argv:
         raise UsageError("exec: no command given (orchestrator exec SERVICE -- CMD...)")
+    if args.tty:
+        raise UsageError("exec: -t/--tty is not supported yet (use -i for a command that reads stdin)")
+    bad = [e for e in args.env if "=" not in e or e.startswith("=")]
+    if bad:
+        raise UsageError(f"exec: --env {bad[0]!r}: expected KEY=VALUE")
     with _session(ctx) as s:
         running = [o for o in _select(s, args.target) if o.status == "running"]
         if not running:
             raise ReconcileError(f"{args.target}: no running replica")
-        res = s.runtime.exec(running[0].id, argv, capture=True)
-    sys.stdout.buffer.write(res.stdout)
-    sys.stderr.buffer.write(res.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        res = s.runtime.exec(running[0].id, argv, env=args.env, cwd=args.workdir, capture=False,
+                             stdin=args.interactive)
     return res.exit_code
 
 

@@ -102,9 +102,11 @@ class Runtime(Protocol):
 
     def exec(self, container_id: str, argv: Sequence[str], *, env: Sequence[str] = (),
              cwd: str | None = None, tty: bool = False, capture: bool = True,
-             timeout: float | None = None) -> ExecResult:
+             timeout: float | None = None, stdin: bool = False) -> ExecResult:
         """Run ``argv`` in the running container. With ``timeout`` (seconds) a process still running
-        then is killed and ``ExecTimeout`` raised; ``None`` waits for as long as it runs."""
+        then is killed and ``ExecTimeout`` raised; ``None`` waits for as long as it runs. ``capture``:
+        its output comes back in the result, else it goes to our own stdout/stderr as it is written.
+        ``stdin``: it reads our stdin (``exec -i``), else /dev/null."""
         ...
 
     def logs(self, container_id: str, *, since: float = 0.0, follow: bool = False) -> Iterator[LogLine]: ...

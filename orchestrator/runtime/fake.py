@@ -145,7 +145,7 @@ class FakeRuntime:
 
     def exec(self, container_id: str, argv: Sequence[str], *, env: Sequence[str] = (),
              cwd: str | None = None, tty: bool = False, capture: bool = True,
-             timeout: float | None = None) -> ExecResult:
+             timeout: float | None = None, stdin: bool = False) -> ExecResult:
         with self._lock:
             self._record("exec", container_id)
             if self._get(container_id).status != Status.RUNNING:

@@ -124,14 +124,15 @@ class RuncRuntime:
 
     def exec(self, container_id: str, argv: Sequence[str], *, env: Sequence[str] = (),
              cwd: str | None = None, tty: bool = False, capture: bool = True,
-             timeout: float | None = None) -> ExecResult:
+             timeout: float | None = None, stdin: bool = False) -> ExecResult:
         args = ["exec"] + [f"--env={e}" for e in env] + ([f"--cwd={cwd}"] if cwd else [])
         if tty:
             args.append("--tty")
         try:
             # subprocess SIGKILLs ``runc exec`` at the deadline; unlike the native runtime, the process
             # runc started in the container may outlive it (this runtime is for differential tests)
-            proc = self._run(*args, container_id, *argv, check=False, capture=capture, timeout=timeout)
+            proc = self._run(*args, container_id, *argv, check=False, capture=capture, timeout=timeout,
+                             stdin=None if stdin else subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
             raise ExecTimeout(f"exec {argv[0]!r} timed out after {timeout:g}s",
                               op="exec", path=container_id) from exc

@@ -110,12 +110,14 @@ class ForkServer:
         try:
             exe = sealed_interpreter()
             # argv[0] stays sys.executable: python derives sys.prefix / sys.path (and a venv) from it;
-            # only the binary the kernel maps (and /proc/self/exe) is the sealed copy
+            # only the binary the kernel maps (and /proc/self/exe) is the sealed copy. A process group
+            # of its own: a Ctrl-C at the terminal is the CLI's to handle (it closes us), not a
+            # KeyboardInterrupt traceback in the server; it still ends when our socket closes.
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "orchestrator.runtime.linux.forkserver", str(theirs.fileno()),
                  str(exe), *(c_spare or ())],
                 executable=f"/proc/self/fd/{exe}", pass_fds=[theirs.fileno(), exe],
-                stdin=subprocess.DEVNULL, close_fds=True)
+                stdin=subprocess.DEVNULL, close_fds=True, process_group=0)
         except OSError as exc:
             ours.close()
             raise RuntimeFailure(f"cannot start the fork server: {exc}", op="spawn", path=sys.executable,

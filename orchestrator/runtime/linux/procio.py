@@ -109,23 +109,25 @@ def exec_request(cdir: Path, st: ContainerState, argv: Sequence[str], env: Seque
 
 
 def run_exec(send: Callable[[dict[str, Any], list[int]], dict[str, Any]], req: dict[str, Any],
-             capture: bool, timeout: float | None = None) -> ExecResult:
+             capture: bool, timeout: float | None = None, stdin: bool = False) -> ExecResult:
     """``send(req, fds)``: one fork-server request, returning its reply. The server is needed only for
     that: the output and the exit status come straight from the helper, so a long exec keeps no
-    server from the next create."""
+    server from the next create. Without ``capture`` the process writes to our stdout and stderr
+    themselves; with ``stdin`` it reads ours. An interrupt (Ctrl-C) kills it before it propagates."""
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     ours: list[int] = [status_r]
     theirs: list[int] = [status_w]
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     theirs.insert(0, null)
+    source = 0 if stdin else null
     if capture:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         ours += [out_r, err_r]
-        stdio = [null, out_w, err_w]
+        stdio = [source, out_w, err_w]
         theirs += [out_w, err_w]
     else:
-        stdio = [0, 1, 2]
+        stdio = [source, 1, 2]
     try:
         reply = send(req, [*stdio, status_w])
     finally:
@@ -135,7 +137,12 @@ def run_exec(send: Callable[[dict[str, Any], list[int]], dict[str, Any]], req: d
         if not reply.get("ok"):
             raise failure(reply.get("error", {}))
         deadline = None if timeout is None else time.monotonic() + timeout
-        chunks, done = _drain(ours, status_r, deadline)
+        chunks: dict[int, list[bytes]] = {fd: [] for fd in ours}
+        try:
+            done = _drain(chunks, status_r, deadline)
+        except KeyboardInterrupt:          # not left running behind the user's back
+            _kill(status_r, b"".join(chunks[status_r]))
+            raise
         if not done:                       # the deadline passed: kill, let the helper reap, report
             raw = _kill(status_r, b"".join(chunks[status_r]))
             pid = _merged(raw).get("pid", 0)
@@ -154,16 +161,15 @@ def run_exec(send: Callable[[dict[str, Any], list[int]], dict[str, Any]], req: d
             os.close(fd)
 
 
-def _drain(fds: list[int], status_r: int,
-           deadline: float | None) -> tuple[dict[int, list[bytes]], bool]:
-    """Read every fd to EOF (keeping ``OUTPUT_CAP`` bytes of each output): (chunks, all at EOF)."""
-    chunks: dict[int, list[bytes]] = {fd: [] for fd in fds}
-    kept = dict.fromkeys(fds, 0)
-    open_fds = set(fds)
+def _drain(chunks: dict[int, list[bytes]], status_r: int, deadline: float | None) -> bool:
+    """Read every fd of ``chunks`` to EOF into it (keeping ``OUTPUT_CAP`` bytes of each output); False
+    if the deadline came first. What was read stays in ``chunks`` whatever happens (an interrupt)."""
+    kept = dict.fromkeys(chunks, 0)
+    open_fds = set(chunks)
     while open_fds:
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
-            return chunks, False
+            return False
         ready, _, _ = select.select(list(open_fds), [], [], left)
         for fd in ready:
             data = os.read(fd, 65536)
@@ -173,7 +179,7 @@ def _drain(fds: list[int], status_r: int,
                 data = data if fd == status_r else data[:OUTPUT_CAP - kept[fd]]
                 chunks[fd].append(data)
                 kept[fd] += len(data)
-    return chunks, True
+    return True
 
 
 def _kill(status_r: int, raw: bytes) -> bytes:

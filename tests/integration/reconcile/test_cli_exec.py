@@ -1,0 +1,102 @@
+"""``orchestrator exec`` as a user runs it: output streamed as written, ``-i`` stdin, ``-e``/``-w``, the
+command's exit code, and a Ctrl-C that ends the command in the container (and no traceback from the
+fork server, which has a process group of its own)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+STACK = """\
+apiVersion: orchestrator/v1
+kind: Stack
+metadata: {name: ex}
+spec:
+  services:
+    app:
+      rootfs: ./rootfs
+      command: ["sleep", "1000"]
+      stopGracePeriod: 200ms
+      network: none
+"""
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def cli(state_root: Path, tmp_path: Path) -> Iterator[Cli]:
+    for d in ("bin", "etc", "proc", "dev", "sys", "tmp"):
+        (tmp_path / "rootfs" / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy("/bin/busybox", tmp_path / "rootfs/bin/busybox")
+    for tool in ("sh", "sleep", "cat", "pwd", "echo"):
+        (tmp_path / "rootfs/bin" / tool).symlink_to("busybox")
+    (tmp_path / "stack.yaml").write_text(STACK)
+    env = {**os.environ, "ORCHESTRATOR_ROOT": str(state_root)}
+
+    def run(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "orchestrator", *argv], cwd=tmp_path, env=env,
+                              input=stdin, capture_output=True, text=True, timeout=60, check=False)
+
+    run.env = env  # type: ignore[attr-defined]
+    run.cwd = tmp_path  # type: ignore[attr-defined]
+    assert run("apply", "-f", "stack.yaml").returncode == 0
+    yield run
+    assert run("down", "ex").returncode == 0
+
+
+def _running(needle: str) -> bool:
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if needle in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def test_exec_stdin_env_workdir_and_exit_code(cli: Cli) -> None:
+    assert cli("exec", "-i", "app", "--", "cat", stdin="from stdin\n").stdout == "from stdin\n"
+    assert cli("exec", "app", "--", "cat", stdin="not given\n").stdout == ""     # without -i: /dev/null
+    res = cli("exec", "-e", "GREETING=hi", "-w", "/tmp", "app", "--", "sh", "-c",
+              "echo $GREETING; pwd; exit 3")
+    assert (res.returncode, res.stdout) == (3, "hi\n/tmp\n")
+    res = cli("exec", "-t", "app", "--", "sh")
+    assert res.returncode == 2 and "-t/--tty is not supported" in res.stderr
+    res = cli("exec", "-e", "NOVALUE", "app", "--", "true")
+    assert res.returncode == 2 and "expected KEY=VALUE" in res.stderr
+
+
+def test_exec_streams_and_a_ctrl_c_ends_the_command(cli: Cli) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "exec", "app", "--", "sh", "-c",
+                             "echo first; exec sleep 43"], cwd=cli.cwd, env=cli.env,  # type: ignore[attr-defined]
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "first\n"       # while the command still runs
+        deadline = time.monotonic() + 10
+        while not _running("sleep 43"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)                 # as a terminal's Ctrl-C: the whole group
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    deadline = time.monotonic() + 5
+    while _running("sleep 43"):
+        assert time.monotonic() < deadline, "the command outlived the interrupted exec"
+        time.sleep(0.05)
