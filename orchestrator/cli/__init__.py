@@ -19,6 +19,7 @@ from orchestrator.settings import Settings
 _GROUPS = (
     "orchestrator.cli.manifest_cmds",
     "orchestrator.cli.stack_cmds",
+    "orchestrator.cli.container_cmds",
     "orchestrator.cli.image_cmds",
     "orchestrator.cli.source_cmds",
     "orchestrator.cli.interop_cmds",
@@ -27,8 +28,9 @@ _GROUPS = (
 # every command's latency; the full set is imported for --help and unknown verbs)
 _VERB_GROUP = {
     "validate": "manifest_cmds",
-    **dict.fromkeys(("apply", "diff", "plan", "get", "ps", "describe", "logs", "exec", "stats", "delete",
-                     "down"), "stack_cmds"),
+    **dict.fromkeys(("apply", "diff", "plan", "get", "ps", "describe", "logs", "delete", "down"),
+                    "stack_cmds"),
+    "exec": "container_cmds", "stats": "container_cmds",
     "image": "image_cmds", "watch": "source_cmds", "gitops": "source_cmds",
     "convert": "interop_cmds", "export": "interop_cmds",
 }

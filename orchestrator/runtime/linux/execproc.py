@@ -9,13 +9,17 @@ non-dumpable from the start (a container process must not reach it through /proc
 server's sealed interpreter copy, and resets signal dispositions and the blocked mask before ``execve``.
 The status pipe receives JSON messages, one after another: ``{"pid": n}`` once the process is forked
 (so the caller can kill it on a timeout), then ``{"exit_code": n}``, or ``{"error": {...}}`` instead.
+With ``"tty": true`` the caller's stdio is the slave of a pty it relays (``procio``): the process gets a
+session of its own with that terminal as its controlling one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import resource
+import termios
 from typing import Any, NoReturn
 
 from orchestrator.errors import RuntimeFailure
@@ -52,6 +56,10 @@ def _process_child(req: dict[str, Any], status_fd: int) -> NoReturn:
     step = "exec setup"
     try:
         process: dict[str, Any] = req["process"]
+        if req.get("tty"):
+            step = "terminal"            # our stdio is the caller's pty: a session of our own, it our
+            os.setsid()                  # controlling terminal (job control, ^C from the keyboard)
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         step = "rlimits"
         for rl in process.get("rlimits", []):
             resource.setrlimit(rlimit_number(rl["type"]), (int(rl["soft"]), int(rl["hard"])))

@@ -418,8 +418,8 @@ class LinuxRuntime:
     def exec(self, container_id: str, argv: Sequence[str], *, env: Sequence[str] = (),
              cwd: str | None = None, tty: bool = False, capture: bool = True,
              timeout: float | None = None, stdin: bool = False) -> ExecResult:
-        if tty:
-            raise RuntimeFailure("exec with a tty is not supported by the native runtime", op="exec",
+        if tty and capture:
+            raise RuntimeFailure("exec with a tty writes to our stdout: it cannot capture", op="exec",
                                  path=container_id)
         if not argv:
             raise RuntimeFailure("exec needs a command", op="exec", path=container_id)
@@ -431,7 +431,7 @@ class LinuxRuntime:
         def send(request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
             with self._servers.get() as server:
                 return server.request(request, fds)
-        return procio.run_exec(send, req, capture, timeout, stdin)
+        return procio.run_exec(send, req, capture, timeout, stdin, tty)
 
     def logs(self, container_id: str, *, since: float = 0.0, follow: bool = False) -> Iterator[LogLine]:
         cdir = self.state_dir / container_id

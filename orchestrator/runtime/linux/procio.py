@@ -109,11 +109,15 @@ def exec_request(cdir: Path, st: ContainerState, argv: Sequence[str], env: Seque
 
 
 def run_exec(send: Callable[[dict[str, Any], list[int]], dict[str, Any]], req: dict[str, Any],
-             capture: bool, timeout: float | None = None, stdin: bool = False) -> ExecResult:
+             capture: bool, timeout: float | None = None, stdin: bool = False,
+             tty: bool = False) -> ExecResult:
     """``send(req, fds)``: one fork-server request, returning its reply. The server is needed only for
     that: the output and the exit status come straight from the helper, so a long exec keeps no
     server from the next create. Without ``capture`` the process writes to our stdout and stderr
-    themselves; with ``stdin`` it reads ours. An interrupt (Ctrl-C) kills it before it propagates."""
+    themselves; with ``stdin`` it reads ours; with ``tty`` (no capture, no timeout) it gets a terminal
+    that ``ptyrelay`` connects to ours. An interrupt (Ctrl-C) kills it before it propagates."""
+    if tty:
+        return _run_tty(send, req, stdin)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     ours: list[int] = [status_r]
     theirs: list[int] = [status_w]
@@ -159,6 +163,37 @@ def run_exec(send: Callable[[dict[str, Any], list[int]], dict[str, Any]], req: d
     finally:
         for fd in ours:
             os.close(fd)
+
+
+def _run_tty(send: Callable[[dict[str, Any], list[int]], dict[str, Any]], req: dict[str, Any],
+             stdin: bool) -> ExecResult:
+    from orchestrator.runtime.linux import ptyrelay
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    master, slave = ptyrelay.open_pty()
+    try:
+        reply = send({**req, "tty": True}, [slave, slave, slave, status_w])
+    finally:
+        os.close(slave)
+        os.close(status_w)
+    status: list[bytes] = []
+    try:
+        if not reply.get("ok"):
+            raise failure(reply.get("error", {}))
+        try:
+            with ptyrelay.resizing(master):
+                ptyrelay.relay(master, status_r, stdin, status)
+        except KeyboardInterrupt:
+            _kill(status_r, b"".join(status))
+            raise
+        result = _merged(b"".join(status))
+        if "error" in result:
+            raise failure(result["error"])
+        if "exit_code" not in result:
+            raise RuntimeFailure("exec ended without a status", op="exec", path=str(req["pid"]))
+        return ExecResult(int(result["exit_code"]), b"", b"")
+    finally:
+        os.close(master)
+        os.close(status_r)
 
 
 def _drain(chunks: dict[int, list[bytes]], status_r: int, deadline: float | None) -> bool:

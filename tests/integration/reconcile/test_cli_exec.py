@@ -1,10 +1,13 @@
 """``orchestrator exec`` as a user runs it: output streamed as written, ``-i`` stdin, ``-e``/``-w``, the
-command's exit code, and a Ctrl-C that ends the command in the container (and no traceback from the
-fork server, which has a process group of its own)."""
+command's exit code, a Ctrl-C that ends the command in the container (and no traceback from the fork
+server, which has a process group of its own), and ``-it``: a shell on a terminal, driven through a
+pty as a user's keyboard would."""
 
 from __future__ import annotations
 
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -71,8 +74,8 @@ def test_exec_stdin_env_workdir_and_exit_code(cli: Cli) -> None:
     res = cli("exec", "-e", "GREETING=hi", "-w", "/tmp", "app", "--", "sh", "-c",
               "echo $GREETING; pwd; exit 3")
     assert (res.returncode, res.stdout) == (3, "hi\n/tmp\n")
-    res = cli("exec", "-t", "app", "--", "sh")
-    assert res.returncode == 2 and "-t/--tty is not supported" in res.stderr
+    res = cli("exec", "-it", "app", "--", "sh", stdin="exit\n")
+    assert res.returncode == 2 and "-it needs a terminal" in res.stderr
     res = cli("exec", "-e", "NOVALUE", "app", "--", "true")
     assert res.returncode == 2 and "expected KEY=VALUE" in res.stderr
 
@@ -100,3 +103,44 @@ def test_exec_streams_and_a_ctrl_c_ends_the_command(cli: Cli) -> None:
     while _running("sleep 43"):
         assert time.monotonic() < deadline, "the command outlived the interrupted exec"
         time.sleep(0.05)
+
+
+def _read_until(fd: int, token: bytes, timeout: float = 15) -> bytes:
+    buf, deadline = b"", time.monotonic() + timeout
+    while token not in buf and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:             # EIO: the CLI ended and closed the terminal
+                break
+            if not data:
+                break
+            buf += data
+    return buf
+
+
+def test_exec_it_gives_a_shell_on_a_terminal(cli: Cli) -> None:
+    pid, fd = pty.fork()
+    if pid == 0:                        # the CLI, on a terminal, as a user runs it
+        os.chdir(cli.cwd)  # type: ignore[attr-defined]
+        os.execve(sys.executable, [sys.executable, "-m", "orchestrator", "exec", "-it", "app", "--", "sh"],
+                  cli.env)  # type: ignore[attr-defined]
+    try:
+        assert b"# " in _read_until(fd, b"# ")              # the prompt: typed before it, keys are lost
+        time.sleep(0.3)                 # busybox asks the terminal where the cursor is, then gives up
+        os.write(fd, b"[ -t 0 ] && echo IS-A-TERMINAL; echo $TERM; echo $((6*7))\r")
+        out = _read_until(fd, b"42\r\n")
+        assert b"IS-A-TERMINAL" in out and b"42\r\n" in out, out
+        os.write(fd, b"exec sleep 44\r")                 # the foreground job of the shell's terminal
+        deadline = time.monotonic() + 10
+        while not _running("sleep 44"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.write(fd, b"\x03")                              # Ctrl-C, through the terminal to sleep
+        _read_until(fd, b"never", timeout=5)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 130     # the shell exec'd sleep, which died of SIGINT
+    assert not _running("sleep 44")
