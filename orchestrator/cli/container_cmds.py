@@ -1,10 +1,10 @@
 """Verbs on running containers: exec (streamed, ``-i`` stdin, ``-t`` terminal) and stats.
 
 ``exec`` runs in a service's first running replica (or ``STACK/SERVICE-N``, or a container id) through
-the runtime's ``exec`` with ``capture=False``: the command writes to our stdout and stderr itself, and its
-exit code is ours. ``-it`` puts our terminal in raw mode for the time of the command (``_raw_terminal``);
-the pty and the relay are the runtime's (``runtime.linux.ptyrelay``). ``stats`` reads each container's
-cgroup twice for CPU %.
+the runtime's ``exec`` with ``capture=False``: its output is copied to ours as it comes (the process
+gets pipes or a pty, never our own stdio: ``runtime.linux.execrelay``), and its exit code is ours.
+``-it`` puts our terminal in raw mode for the time of the command (``_raw_terminal``). ``stats`` reads
+each container's cgroup twice for CPU %.
 
 Neighbours: ``cli.stack_cmds`` (the session and target selection it shares), ``runtime`` (exec, stats).
 """
@@ -73,14 +73,24 @@ def _raw_terminal(raw: bool) -> Iterator[None]:
     if not raw:
         yield
         return
+    import signal
     import termios
     import tty
+
+    def leave(sig: int, _frame: object) -> None:
+        raise SystemExit(128 + sig)     # through the finally below: the terminal comes back
+
     saved = termios.tcgetattr(0)
+    # in raw mode ^C and ^\ are keys for the command: a kill or a closed terminal is how we end, and
+    # must not leave the user's terminal raw
+    old = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         tty.setraw(0)
         yield
     finally:
         termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        for sig, handler in old.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def _mib(n: int | None) -> str:

@@ -15,10 +15,13 @@ session of its own with that terminal as its controlling one.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import resource
+import select
+import signal
 import termios
 from typing import Any, NoReturn
 
@@ -51,15 +54,39 @@ def _open_namespaces(pid: int) -> list[tuple[str, int]]:
     return opened
 
 
+def _wait_or_orphaned(pid: int, status_fd: int) -> None:
+    """Until the process ends, or until nobody reads our status pipe any more (the caller was killed,
+    or its terminal closed): then the process is killed, as an interrupted caller would have done."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return                          # (gone already) the waitpid that follows reaps it
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.register(status_fd, 0)   # POLLERR: the read end is closed
+        while True:
+            events = dict(poller.poll())
+            if pidfd in events:
+                return
+            if events.get(status_fd, 0) & (select.POLLERR | select.POLLHUP):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                return
+    finally:
+        os.close(pidfd)
+
+
 def _process_child(req: dict[str, Any], status_fd: int) -> NoReturn:
     """In the container's pid namespace: become the container's process, then execve."""
     step = "exec setup"
     try:
         process: dict[str, Any] = req["process"]
+        step = "session"
+        os.setsid()                      # never in the caller's session (nor with its terminal)
         if req.get("tty"):
-            step = "terminal"            # our stdio is the caller's pty: a session of our own, it our
-            os.setsid()                  # controlling terminal (job control, ^C from the keyboard)
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            step = "terminal"            # our stdio is the caller's pty: our controlling terminal
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)     # (job control, ^C from the keyboard)
         step = "rlimits"
         for rl in process.get("rlimits", []):
             resource.setrlimit(rlimit_number(rl["type"]), (int(rl["soft"]), int(rl["hard"])))
@@ -117,6 +144,7 @@ def run(req: dict[str, Any], fds: list[int]) -> NoReturn:
         # the caller kills this pid when its timeout expires; a host-namespace pid (fork answers in
         # ours), and not reusable before the waitpid below reaps it
         _report(status_fd, {"pid": pid})
+        _wait_or_orphaned(pid, status_fd)
         _, status = os.waitpid(pid, 0)
         # a failed set-up in the child reported already; the exit code then is 127
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)

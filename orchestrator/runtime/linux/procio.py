@@ -5,7 +5,8 @@ with stdio and a status pipe, then reads them until the ``execproc`` helper is d
 up to ``OUTPUT_CAP`` bytes per stream (the rest is read and dropped, so a chatty process never blocks on
 a full pipe), and with a timeout the process is SIGKILLed at the deadline (its pid arrives first on the
 status pipe) and ``ExecTimeout`` raised.
-``follow`` tails the log files ``statedir`` reads. Neighbours: ``native`` (the only caller),
+``follow`` tails the log files ``statedir`` reads. A streamed exec (``capture=False``) is relayed by
+``execrelay``. Neighbours: ``native`` (the only caller),
 ``execproc`` (the other end of the pipes), ``statedir`` (log format).
 """
 
@@ -108,81 +109,100 @@ def exec_request(cdir: Path, st: ContainerState, argv: Sequence[str], env: Seque
             "seccomp": prog.hex(), "seccomp_flags": flags}
 
 
+class _Fds:
+    """Descriptors of one exec: ``ours`` stay with us until the end, ``theirs`` go to the helper and
+    are closed once it has them. Every one is closed once, whatever fails where."""
+
+    def __init__(self) -> None:
+        self.ours: list[int] = []
+        self.theirs: list[int] = []
+
+    def pipe(self, ours_reads: bool = True) -> tuple[int, int]:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        (self.ours if ours_reads else self.theirs).append(r)
+        (self.theirs if ours_reads else self.ours).append(w)
+        return r, w
+
+    def close_theirs(self) -> None:
+        while self.theirs:
+            os.close(self.theirs.pop())
+
+    def close(self, fd: int) -> None:
+        if fd in self.ours:
+            self.ours.remove(fd)
+            os.close(fd)
+
+    def close_all(self) -> None:
+        self.close_theirs()
+        while self.ours:
+            os.close(self.ours.pop())
+
+
 def run_exec(send: Callable[[dict[str, Any], list[int]], dict[str, Any]], req: dict[str, Any],
              capture: bool, timeout: float | None = None, stdin: bool = False,
              tty: bool = False) -> ExecResult:
     """``send(req, fds)``: one fork-server request, returning its reply. The server is needed only for
     that: the output and the exit status come straight from the helper, so a long exec keeps no
-    server from the next create. Without ``capture`` the process writes to our stdout and stderr
-    themselves; with ``stdin`` it reads ours; with ``tty`` (no capture, no timeout) it gets a terminal
-    that ``ptyrelay`` connects to ours. An interrupt (Ctrl-C) kills it before it propagates."""
-    if tty:
-        return _run_tty(send, req, stdin)
-    status_r, status_w = os.pipe2(os.O_CLOEXEC)
-    ours: list[int] = [status_r]
-    theirs: list[int] = [status_w]
-    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    theirs.insert(0, null)
-    source = 0 if stdin else null
-    if capture:
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        ours += [out_r, err_r]
-        stdio = [source, out_w, err_w]
-        theirs += [out_w, err_w]
-    else:
-        stdio = [source, 1, 2]
-    try:
-        reply = send(req, [*stdio, status_w])
-    finally:
-        for fd in theirs:
-            os.close(fd)
-    try:
-        if not reply.get("ok"):
-            raise failure(reply.get("error", {}))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        chunks: dict[int, list[bytes]] = {fd: [] for fd in ours}
-        try:
-            done = _drain(chunks, status_r, deadline)
-        except KeyboardInterrupt:          # not left running behind the user's back
-            _kill(status_r, b"".join(chunks[status_r]))
-            raise
-        if not done:                       # the deadline passed: kill, let the helper reap, report
-            raw = _kill(status_r, b"".join(chunks[status_r]))
-            pid = _merged(raw).get("pid", 0)
-            raise ExecTimeout(f"exec {req['argv'][0]!r} timed out after {timeout:g}s and was killed",
-                              op="exec", path=str(pid or req["pid"]))
-        status = _merged(b"".join(chunks[status_r]))
-        if "error" in status:
-            raise failure(status["error"])
-        if "exit_code" not in status:
-            raise RuntimeFailure("exec ended without a status", op="exec", path=str(req["pid"]))
-        out = b"".join(chunks[ours[1]]) if capture else b""
-        err = b"".join(chunks[ours[2]]) if capture else b""
-        return ExecResult(int(status["exit_code"]), out, err)
-    finally:
-        for fd in ours:
-            os.close(fd)
-
-
-def _run_tty(send: Callable[[dict[str, Any], list[int]], dict[str, Any]], req: dict[str, Any],
-             stdin: bool) -> ExecResult:
-    from orchestrator.runtime.linux import ptyrelay
-    status_r, status_w = os.pipe2(os.O_CLOEXEC)
-    master, slave = ptyrelay.open_pty()
-    try:
-        reply = send({**req, "tty": True}, [slave, slave, slave, status_w])
-    finally:
-        os.close(slave)
-        os.close(status_w)
+    server from the next create. ``capture``: the output comes back in the result (``OUTPUT_CAP``);
+    else it is copied to our stdout and stderr as it comes (``execrelay``: the process never gets our
+    own stdio). ``stdin``: it reads ours, else /dev/null. ``tty`` (no capture, no timeout): a pty.
+    Whatever ends this early (an interrupt, our stdout closed, the server gone) kills the process."""
+    from orchestrator.runtime.linux import execrelay
+    if tty and (capture or timeout is not None):
+        raise RuntimeFailure("exec with a tty: its output is streamed, without a timeout", op="exec",
+                             path=str(req["pid"]))
+    if stdin and capture:
+        raise RuntimeFailure("exec with our stdin: its output is streamed", op="exec", path=str(req["pid"]))
+    fds = _Fds()
     status: list[bytes] = []
     try:
-        if not reply.get("ok"):
-            raise failure(reply.get("error", {}))
+        status_r, status_w = fds.pipe()
+        feed: int | None = None
+        if tty:
+            master, slave = execrelay.open_pty()
+            fds.ours.append(master)
+            fds.theirs.append(slave)
+            stdio, outputs = [slave, slave, slave], {master: 1}
+            feed = master if stdin else None
+            end_input = execrelay.pty_eof(master)
+        else:
+            if stdin:
+                source, feed = fds.pipe(ours_reads=False)
+                os.set_blocking(feed, False)
+            else:
+                source = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                fds.theirs.append(source)
+            out_r, out_w = fds.pipe()
+            err_r, err_w = fds.pipe()
+            stdio, outputs = [source, out_w, err_w], {out_r: 1, err_r: 2}
+
+            def end_input(_last: bytes) -> None:
+                if feed is not None:
+                    fds.close(feed)         # the end of its input
         try:
-            with ptyrelay.resizing(master):
-                ptyrelay.relay(master, status_r, stdin, status)
-        except KeyboardInterrupt:
+            try:
+                reply = send({**req, "tty": True} if tty else req, [*stdio, status_w])
+            finally:
+                fds.close_theirs()          # then the status pipe ends when the helper does (or now)
+            if not reply.get("ok"):
+                raise failure(reply.get("error", {}))
+            if capture:
+                chunks: dict[int, list[bytes]] = {fd: [] for fd in outputs}
+                chunks[status_r] = status
+                deadline = None if timeout is None else time.monotonic() + timeout
+                if not _drain(chunks, status_r, deadline):   # the deadline passed: kill, reap, report
+                    raw = _kill(status_r, b"".join(status))
+                    pid = _merged(raw).get("pid", 0)
+                    raise ExecTimeout(f"exec {req['argv'][0]!r} timed out after {timeout:g}s and was "
+                                      "killed", op="exec", path=str(pid or req["pid"]))
+                out, err = (b"".join(chunks[fd]) for fd in outputs)
+            else:
+                with execrelay.resizing(master) if tty else contextlib.nullcontext():
+                    execrelay.relay(status_r, status, outputs, feed, end_input)
+                out = err = b""
+        except ExecTimeout:
+            raise
+        except BaseException:              # not left running behind the user's back
             _kill(status_r, b"".join(status))
             raise
         result = _merged(b"".join(status))
@@ -190,10 +210,9 @@ def _run_tty(send: Callable[[dict[str, Any], list[int]], dict[str, Any]], req: d
             raise failure(result["error"])
         if "exit_code" not in result:
             raise RuntimeFailure("exec ended without a status", op="exec", path=str(req["pid"]))
-        return ExecResult(int(result["exit_code"]), b"", b"")
+        return ExecResult(int(result["exit_code"]), out, err)
     finally:
-        os.close(master)
-        os.close(status_r)
+        fds.close_all()
 
 
 def _drain(chunks: dict[int, list[bytes]], status_r: int, deadline: float | None) -> bool:

@@ -41,7 +41,7 @@ def cli(state_root: Path, tmp_path: Path) -> Iterator[Cli]:
     for d in ("bin", "etc", "proc", "dev", "sys", "tmp"):
         (tmp_path / "rootfs" / d).mkdir(parents=True, exist_ok=True)
     shutil.copy("/bin/busybox", tmp_path / "rootfs/bin/busybox")
-    for tool in ("sh", "sleep", "cat", "pwd", "echo"):
+    for tool in ("sh", "sleep", "cat", "pwd", "echo", "readlink", "head", "tr"):
         (tmp_path / "rootfs/bin" / tool).symlink_to("busybox")
     (tmp_path / "stack.yaml").write_text(STACK)
     env = {**os.environ, "ORCHESTRATOR_ROOT": str(state_root)}
@@ -78,6 +78,42 @@ def test_exec_stdin_env_workdir_and_exit_code(cli: Cli) -> None:
     assert res.returncode == 2 and "-it needs a terminal" in res.stderr
     res = cli("exec", "-e", "NOVALUE", "app", "--", "true")
     assert res.returncode == 2 and "expected KEY=VALUE" in res.stderr
+
+
+def test_exec_gets_pipes_never_our_stdio(cli: Cli) -> None:
+    """The process gets pipes (never the caller's own descriptors: a terminal of ours would be its
+    controlling terminal) and a session of its own; input it does not read never blocks its output."""
+    out = cli("exec", "-i", "app", "--", "sh", "-c", "readlink /proc/self/fd/0; readlink /proc/self/fd/1; "
+              "read -r stat < /proc/self/stat; set -- $stat; echo $1 $6", stdin="").stdout.split()
+    assert out[0].startswith("pipe:[") and out[1].startswith("pipe:["), out
+    assert out[2] == out[3], out                                       # sh leads a session of its own
+    res = cli("exec", "-i", "app", "--", "sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x",
+              stdin="y" * (1 << 20))                                   # 1 MB it never reads
+    assert res.returncode == 0 and res.stdout == "x" * 300000
+    assert cli("exec", "-i", "app", "--", "cat", stdin="no newline").stdout == "no newline"
+
+
+def test_a_killed_exec_takes_its_command_along(cli: Cli) -> None:
+    """SIGTERM ends the CLI without any cleanup of its own: the exec helper sees nobody reads its
+    status pipe any more and kills the command."""
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "exec", "app", "--", "sleep", "45"],
+                            cwd=cli.cwd, env=cli.env, stdout=subprocess.DEVNULL,  # type: ignore[attr-defined]
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not _running("sleep 45"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.terminate()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 5
+    while _running("sleep 45"):
+        assert time.monotonic() < deadline, "the command outlived its killed exec"
+        time.sleep(0.05)
 
 
 def test_exec_streams_and_a_ctrl_c_ends_the_command(cli: Cli) -> None:
