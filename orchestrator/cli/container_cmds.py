@@ -88,7 +88,8 @@ def _raw_terminal(raw: bool) -> Iterator[None]:
         tty.setraw(0)
         yield
     finally:
-        termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        with contextlib.suppress(termios.error):     # a terminal that hung up has nothing to restore
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
         for sig, handler in old.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 

@@ -9,8 +9,11 @@ non-dumpable from the start (a container process must not reach it through /proc
 server's sealed interpreter copy, and resets signal dispositions and the blocked mask before ``execve``.
 The status pipe receives JSON messages, one after another: ``{"pid": n}`` once the process is forked
 (so the caller can kill it on a timeout), then ``{"exit_code": n}``, or ``{"error": {...}}`` instead.
-With ``"tty": true`` the caller's stdio is the slave of a pty it relays (``procio``): the process gets a
-session of its own with that terminal as its controlling one.
+Every process leads a session of its own (as with runc): it never shares the caller's, nor a terminal of
+the caller's (``/dev/tty`` fails with ENXIO without ``-t``; ``setsid prog`` inside forks). With
+``"tty": true`` the caller's stdio is the slave of a pty it relays (``execrelay``), which becomes the
+process's controlling terminal. The helper kills the process (and its group) when nobody reads the
+status pipe any more: the caller was killed or its terminal closed.
 """
 
 from __future__ import annotations
@@ -54,6 +57,16 @@ def _open_namespaces(pid: int) -> list[tuple[str, int]]:
     return opened
 
 
+def kill_group(pid: int) -> None:
+    """SIGKILL an exec'd process and its process group (it leads one: ``setsid``), so ``sh -c 'a | b'``
+    takes its children along; just the process while it has not reached its setsid yet."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _wait_or_orphaned(pid: int, status_fd: int) -> None:
     """Until the process ends, or until nobody reads our status pipe any more (the caller was killed,
     or its terminal closed): then the process is killed, as an interrupted caller would have done."""
@@ -70,8 +83,7 @@ def _wait_or_orphaned(pid: int, status_fd: int) -> None:
             if pidfd in events:
                 return
             if events.get(status_fd, 0) & (select.POLLERR | select.POLLHUP):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                kill_group(pid)
                 return
     finally:
         os.close(pidfd)
@@ -143,7 +155,8 @@ def run(req: dict[str, Any], fds: list[int]) -> NoReturn:
             _process_child(req, status_fd)
         # the caller kills this pid when its timeout expires; a host-namespace pid (fork answers in
         # ours), and not reusable before the waitpid below reaps it
-        _report(status_fd, {"pid": pid})
+        with contextlib.suppress(BrokenPipeError):   # the caller is gone: the next line kills it
+            _report(status_fd, {"pid": pid})
         _wait_or_orphaned(pid, status_fd)
         _, status = os.waitpid(pid, 0)
         # a failed set-up in the child reported already; the exit code then is 127

@@ -6,10 +6,11 @@ TIOCSTI and tcsetattr): it gets pipes, or with ``-t`` the slave of a pty made he
 with ``exec -i``) without ever blocking on it: what it has not read yet waits in a buffer while its
 output keeps flowing, and we read no more of ours meanwhile. At the end of our input a pipe is closed
 and a terminal gets its end-of-file character. Everything ends once the exec helper has reported and
-closed its status pipe; output still coming then is drained briefly (a background process the command
-left may hold the pipe or the terminal open: we do not wait for it). A pty's window size follows ours
-(at the start, and on SIGWINCH in the main thread). Raw mode for our own terminal is the CLI's
-(``cli.container_cmds``). Neighbours: ``procio`` (the caller), ``execproc`` (the other side).
+closed its status pipe; output still coming then is drained for at most ``_DRAIN_S`` (a background
+process the command left may hold the pipe or the terminal open: we do not wait for it). A pty's
+window size follows ours (at the start, and on SIGWINCH in the main thread). Raw mode for our own
+terminal is the CLI's (``cli.container_cmds``). Neighbours: ``procio`` (the caller), ``execproc``
+(the other side).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import select
 import signal
 import termios
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 _DRAIN_S = 0.2          # after the process is done: how long its last output may take
@@ -102,7 +104,11 @@ def relay(status_r: int, status: list[bytes], outputs: dict[int, int], feed: int
                 pending = pending[os.write(writable[0], pending):]
             except BlockingIOError:
                 pass
-            except BrokenPipeError:         # it closed its input: the rest of ours goes nowhere
+            except OSError as exc:
+                if exc.errno not in (errno.EPIPE, errno.EIO):
+                    raise
+                # it closed its input (a pipe), or every slave of the pty is closed: the rest of
+                # ours goes nowhere
                 pending, feed = b"", None
                 reading.discard(0)
             if not pending and 0 not in reading and feed is not None:
@@ -129,8 +135,9 @@ def relay(status_r: int, status: list[bytes], outputs: dict[int, int], feed: int
                 elif out is not None:
                     reading.discard(fd)
     outs = [fd for fd in outputs if fd in reading]
-    while outs:                             # the last output, if it comes at once
-        ready, _, _ = select.select(outs, [], [], _DRAIN_S)
+    end = time.monotonic() + _DRAIN_S
+    while outs and (left := end - time.monotonic()) > 0:     # the last output, if it comes at once
+        ready, _, _ = select.select(outs, [], [], left)
         if not ready:
             break
         for fd in ready:

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import select
-import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -248,8 +247,8 @@ def _kill(status_r: int, raw: bytes) -> bytes:
         raw += data
         pid = int(_merged(raw).get("pid", 0))
     if pid and "exit_code" not in _merged(raw):      # not reaped yet, so the pid is still that process
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        from orchestrator.runtime.linux.execproc import kill_group
+        kill_group(pid)                              # and what it started (it leads a process group)
     # the helper reaps it, reports and exits, closing its end; descendants may hold the output pipes
     while time.monotonic() < grace:
         ready, _, _ = select.select([status_r], [], [], grace - time.monotonic())

@@ -95,10 +95,10 @@ def test_exec_gets_pipes_never_our_stdio(cli: Cli) -> None:
 
 def test_a_killed_exec_takes_its_command_along(cli: Cli) -> None:
     """SIGTERM ends the CLI without any cleanup of its own: the exec helper sees nobody reads its
-    status pipe any more and kills the command."""
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "exec", "app", "--", "sleep", "45"],
-                            cwd=cli.cwd, env=cli.env, stdout=subprocess.DEVNULL,  # type: ignore[attr-defined]
-                            stderr=subprocess.DEVNULL)
+    status pipe any more and kills the command, with its process group (the pipeline's sleep too)."""
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "exec", "app", "--", "sh", "-c",
+                             "sleep 45 | cat"], cwd=cli.cwd, env=cli.env,  # type: ignore[attr-defined]
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
         while not _running("sleep 45"):
