@@ -87,8 +87,7 @@ def c_programs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     are; building them for every test's state dir cost ~0.7 s of CPU a test."""
     from orchestrator.runtime.linux import cmonitor
     out = tmp_path_factory.mktemp("c-programs")
-    for sources, name in ((cmonitor.SOURCE, "orch-supervise"), (cmonitor.SPARE_SOURCE, "orch-spare"),
-                          (cmonitor.INIT_SOURCE, "orch-init")):
+    for name, sources in cmonitor.PROGRAMS.items():
         cmonitor.build(out, sources, name)
     return out
 

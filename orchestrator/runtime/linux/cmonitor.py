@@ -28,6 +28,7 @@ _HERE = Path(__file__).parent
 SOURCE = (_HERE / "supervise.c",)
 INIT_SOURCE = tuple(_HERE / f for f in ("init.c", "init_fs.c", "init_proc.c"))  # orch-init: a spare's init
 SPARE_SOURCE = (_HERE / "sparemon.c",)                                          # orch-spare: its monitor
+PROGRAMS = {"orch-supervise": SOURCE, "orch-spare": SPARE_SOURCE, "orch-init": INIT_SOURCE}  # name -> sources
 
 
 def _digest(sources: Sequence[Path]) -> str:

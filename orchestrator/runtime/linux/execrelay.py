@@ -88,6 +88,14 @@ def _read(fd: int) -> bytes | None:
         raise
 
 
+def _copy(fd: int, dest: int) -> bool:
+    """What ``fd`` has, to ``dest``; False once ``fd`` is at its end."""
+    out = _read(fd)
+    if out:
+        _write_all(dest, out)
+    return out != b""
+
+
 def relay(status_r: int, status: list[bytes], outputs: dict[int, int], feed: int | None,
           end_input: Callable[[bytes], None]) -> None:
     """Until the helper closed ``status_r`` (what it wrote there is appended to ``status``, which the
@@ -113,6 +121,7 @@ def relay(status_r: int, status: list[bytes], outputs: dict[int, int], feed: int
                 reading.discard(0)
             if not pending and 0 not in reading and feed is not None:
                 end_input(last)
+                feed = None                 # ended: once
         for fd in ready:
             if fd == status_r:
                 data = os.read(status_r, 65536)
@@ -128,12 +137,9 @@ def relay(status_r: int, status: list[bytes], outputs: dict[int, int], feed: int
                     reading.discard(0)
                     if not pending and feed is not None:
                         end_input(last)
-            else:
-                out = _read(fd)
-                if out:
-                    _write_all(outputs[fd], out)
-                elif out is not None:
-                    reading.discard(fd)
+                        feed = None
+            elif not _copy(fd, outputs[fd]):
+                reading.discard(fd)
     outs = [fd for fd in outputs if fd in reading]
     end = time.monotonic() + _DRAIN_S
     while outs and (left := end - time.monotonic()) > 0:     # the last output, if it comes at once
@@ -141,8 +147,5 @@ def relay(status_r: int, status: list[bytes], outputs: dict[int, int], feed: int
         if not ready:
             break
         for fd in ready:
-            out = _read(fd)
-            if out:
-                _write_all(outputs[fd], out)
-            elif out is not None:
+            if not _copy(fd, outputs[fd]):
                 outs.remove(fd)

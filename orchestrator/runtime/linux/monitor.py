@@ -61,14 +61,17 @@ def held_netns(req: dict[str, Any], init_pid: int) -> int | None:
         return None
 
 
+def holds_netns() -> bool:
+    """Whether NETNS_FD is a network namespace: one the supervisor held across its exec (restarter)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{NETNS_FD}").startswith("net:[")
+    except OSError:
+        return False
+
+
 def inherited_netns() -> int | None:
     """The restarter's: a close-on-exec copy of the namespace the supervisor held (NETNS_FD), if any."""
-    try:
-        if not os.readlink(f"/proc/self/fd/{NETNS_FD}").startswith("net:["):
-            return None
-        return fcntl.fcntl(NETNS_FD, fcntl.F_DUPFD_CLOEXEC, 10)
-    except OSError:
-        return None
+    return fcntl.fcntl(NETNS_FD, fcntl.F_DUPFD_CLOEXEC, 10) if holds_netns() else None
 
 
 def _write_maps(pid: int, spec: dict[str, Any]) -> None:

@@ -67,8 +67,8 @@ class LinuxRuntime:
         if c_init and self._supervisor:
             # a build that fails here (e.g. kernel headers missing) leaves the Python spares
             with contextlib.suppress(RuntimeFailure):
-                paths = [cmonitor.build(self.state_dir / ".bin", source, name) for source, name in
-                         ((cmonitor.SPARE_SOURCE, "orch-spare"), (cmonitor.INIT_SOURCE, "orch-init"))]
+                paths = [cmonitor.build(self.state_dir / ".bin", cmonitor.PROGRAMS[name], name)
+                         for name in ("orch-spare", "orch-init")]
                 c_spare = (paths[0], paths[1]) if all(paths) else None
         self._servers = ServerPool(max(1, min(4, os.cpu_count() or 1)), c_spare)
         self._trash = Trash(self.state_dir / ".trash")

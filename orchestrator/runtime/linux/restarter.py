@@ -5,8 +5,9 @@ Run as ``python -m orchestrator.runtime.linux.restarter STATE_DIR``, exec'd by t
 passed; or called by the Python supervisor (``pysupervise``, via ``monitor``) through
 :func:`after_exit`. Being the same pid as the monitor, it is still the subreaper and the parent of
 what it forks, and the pid + start time recorded for the monitor stay valid. It replays the monitor's
-create request (``restart.json``): fresh namespaces, same cgroup, same rootfs mounts (the overlay's
-upper dir, so the writable layer persists), starts the init itself through a private fifo, records
+create request (``restart.json``): fresh namespaces but the network one the supervisor held
+(``rejoin_netns``), same cgroup, same rootfs mounts (the overlay's upper dir, so the writable layer
+persists), starts the init itself through a private fifo, records
 the restart (``restarts.json``, the new init pid in ``state.json``, ``started.json``), removes
 ``exit.json`` and execs the supervisor again.
 
@@ -81,11 +82,7 @@ def rejoin_netns(req: dict[str, Any]) -> dict[str, Any]:
     joined at create, whose pid may be gone): the restarted container keeps its interfaces, its
     address and its routes. Unchanged when we hold none. The init inherits NETNS_FD and joins it
     as /proc/self/fd/7 before it closes what it inherited (``init.direct``)."""
-    try:
-        held = os.readlink(f"/proc/self/fd/{monitor.NETNS_FD}").startswith("net:[")
-    except OSError:
-        held = False
-    if not held:
+    if not monitor.holds_netns():
         return req
     path = f"/proc/self/fd/{monitor.NETNS_FD}"
     linux = req["spec"].get("linux", {})

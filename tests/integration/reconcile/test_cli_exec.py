@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import pty
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from rootfs_kit import build_busybox_rootfs, pids_whose_cmdline
 
 pytestmark = pytest.mark.root
 
@@ -38,11 +38,7 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture
 def cli(state_root: Path, tmp_path: Path) -> Iterator[Cli]:
-    for d in ("bin", "etc", "proc", "dev", "sys", "tmp"):
-        (tmp_path / "rootfs" / d).mkdir(parents=True, exist_ok=True)
-    shutil.copy("/bin/busybox", tmp_path / "rootfs/bin/busybox")
-    for tool in ("sh", "sleep", "cat", "pwd", "echo", "readlink", "head", "tr"):
-        (tmp_path / "rootfs/bin" / tool).symlink_to("busybox")
+    build_busybox_rootfs(tmp_path / "rootfs")
     (tmp_path / "stack.yaml").write_text(STACK)
     env = {**os.environ, "ORCHESTRATOR_ROOT": str(state_root)}
 
@@ -58,14 +54,7 @@ def cli(state_root: Path, tmp_path: Path) -> Iterator[Cli]:
 
 
 def _running(needle: str) -> bool:
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                if needle in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
-                    return True
-            except OSError:
-                continue
-    return False
+    return bool(pids_whose_cmdline(lambda cmdline: needle.encode() in cmdline.replace(b"\0", b" ")))
 
 
 def test_exec_stdin_env_workdir_and_exit_code(cli: Cli) -> None:
